@@ -1,0 +1,170 @@
+"""``mmengine.model.averaged_model`` (mmengine 0.10.7), reproduced bit for bit.
+
+``BaseAveragedModel``, ``ExponentialMovingAverage``, ``MomentumAnnealingEMA``
+and ``StochasticWeightAverage``. Quirks carried (UPSTREAM_NOTES.md 3, 14-16):
+
+* the averaged model is a ``deepcopy`` with ``requires_grad`` off, plus a long
+  buffer ``steps``; the first ``update_parameters`` call (``steps == 0``)
+  *copies* every tracked entry, integers included;
+* later calls average when ``steps % interval == 0`` (``interval`` counts
+  update calls, not iterations), floating-point entries only;
+* ``update_buffers=False`` copies every buffer from the source on each call;
+  ``update_buffers=True`` tracks the whole state dict, so integer buffers stay
+  frozen at the first copy;
+* EMA uses ``lerp_(src, momentum)``; MomentumAnnealingEMA uses
+  ``max(momentum, gamma / (gamma + steps.item()))``; SWA uses
+  ``add_(src - avg, alpha=1 / (steps // interval + 1))``.
+
+Subclasses that override only ``avg_func`` keep working: the multi-tensor
+fast path is used only for the built-in ``avg_func`` implementations.
+"""
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from copy import deepcopy
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..._compat_registry import MMENGINE_MODELS
+from ...core import kernels
+from ...core.checks import require
+
+_LOG = logging.getLogger('compat_ema.mmengine')
+
+
+class BaseAveragedModel(nn.Module):
+    """``mmengine.model.BaseAveragedModel``: a frozen deepcopy plus ``steps``.
+
+    Args:
+        model: the model to average.
+        interval: average every ``interval`` update calls. Defaults to 1.
+        device: where to keep the copy. Defaults to None (the model's device).
+        update_buffers: also average buffers (the whole state dict). Defaults to False.
+    """
+
+    def __init__(self, model: nn.Module, interval: int = 1,
+                 device: Optional[torch.device] = None, update_buffers: bool = False) -> None:
+        super().__init__()
+        self.module = deepcopy(model).requires_grad_(False)
+        self.interval = interval
+        if device is not None:
+            self.module = self.module.to(device)
+        self.register_buffer('steps', torch.tensor(0, dtype=torch.long, device=device))
+        self.update_buffers = update_buffers
+        if update_buffers:
+            self.avg_parameters = self.module.state_dict()
+        else:
+            self.avg_parameters = dict(self.module.named_parameters())
+
+    @abstractmethod
+    def avg_func(self, averaged_param: Tensor, source_param: Tensor, steps: int) -> None:
+        """Average ``source_param`` into ``averaged_param`` in place."""
+
+    def _avg_many(self, averaged: List[Tensor], sources: List[Tensor], steps: Tensor) -> None:
+        """Apply ``avg_func`` to each pair; built-in subclasses batch it."""
+        for avg, src in zip(averaged, sources):
+            self.avg_func(avg, src, steps)
+
+    def forward(self, *args, **kwargs):
+        """Run the averaged copy."""
+        return self.module(*args, **kwargs)
+
+    def update_parameters(self, model: nn.Module) -> None:
+        """Copy (first call) or average (every ``interval`` calls) ``model`` into the copy."""
+        src_parameters = (model.state_dict() if self.update_buffers
+                          else dict(model.named_parameters()))
+        if self.steps == 0:
+            keys = list(self.avg_parameters)
+            kernels.copy_([self.avg_parameters[k].data for k in keys],
+                          [src_parameters[k].data for k in keys])
+        elif self.steps % self.interval == 0:
+            averaged, sources = [], []
+            for k, p_avg in self.avg_parameters.items():
+                if p_avg.dtype.is_floating_point:
+                    averaged.append(p_avg.data)
+                    sources.append(src_parameters[k].data.to(p_avg.device))
+            self._avg_many(averaged, sources, self.steps)
+        if not self.update_buffers:
+            pairs = list(zip(self.module.buffers(), model.buffers()))
+            kernels.copy_([b.data for b, _ in pairs], [s.data.to(b.device) for b, s in pairs])
+        self.steps += 1
+
+
+@MMENGINE_MODELS.register_module()
+class StochasticWeightAverage(BaseAveragedModel):
+    """``mmengine.model.StochasticWeightAverage``: ``avg += (src - avg) / (steps // interval + 1)``."""
+
+    def avg_func(self, averaged_param: Tensor, source_param: Tensor, steps) -> None:
+        averaged_param.add_(source_param - averaged_param,
+                            alpha=1 / float(steps // self.interval + 1))
+
+    def _avg_many(self, averaged, sources, steps) -> None:
+        if type(self).avg_func is not StochasticWeightAverage.avg_func:
+            return super()._avg_many(averaged, sources, steps)
+        kernels.swa_add_(averaged, sources, 1 / float(steps // self.interval + 1))
+
+
+@MMENGINE_MODELS.register_module()
+class ExponentialMovingAverage(BaseAveragedModel):
+    """``mmengine.model.ExponentialMovingAverage``: ``avg.lerp_(src, momentum)``.
+
+    Args:
+        model: the model to average.
+        momentum: ``0 < momentum < 1``; warns above 0.5 (it is 1 - decay). Defaults to 0.0002.
+        interval, device, update_buffers: as :class:`BaseAveragedModel`.
+    """
+
+    def __init__(self, model: nn.Module, momentum: float = 0.0002, interval: int = 1,
+                 device: Optional[torch.device] = None, update_buffers: bool = False) -> None:
+        super().__init__(model, interval, device, update_buffers)
+        require(0.0 < momentum < 1.0,
+                f'{type(self).__name__}: momentum must be in range (0.0, 1.0), but got {momentum!r}')
+        if momentum > 0.5:
+            _LOG.warning('The value of momentum in EMA is usually a small number,which is '
+                         'different from the conventional notion of momentum but got %s. '
+                         'Please make sure the value is correct.', momentum)
+        self.momentum = momentum
+
+    def avg_func(self, averaged_param: Tensor, source_param: Tensor, steps) -> None:
+        averaged_param.lerp_(source_param, self.momentum)
+
+    def _avg_many(self, averaged, sources, steps) -> None:
+        if type(self).avg_func is not ExponentialMovingAverage.avg_func:
+            return super()._avg_many(averaged, sources, steps)
+        kernels.lerp_(averaged, sources, self.momentum)
+
+
+@MMENGINE_MODELS.register_module()
+class MomentumAnnealingEMA(ExponentialMovingAverage):
+    """``mmengine.model.MomentumAnnealingEMA``: ``lerp_`` with ``max(momentum, gamma/(gamma+steps))``.
+
+    Args:
+        model: the model to average.
+        momentum: the floor of the momentum. Defaults to 0.0002.
+        gamma: annealing length, > 0. Defaults to 100.
+        interval, device, update_buffers: as :class:`BaseAveragedModel`.
+    """
+
+    def __init__(self, model: nn.Module, momentum: float = 0.0002, gamma: int = 100,
+                 interval: int = 1, device: Optional[torch.device] = None,
+                 update_buffers: bool = False) -> None:
+        super().__init__(model=model, momentum=momentum, interval=interval, device=device,
+                         update_buffers=update_buffers)
+        require(gamma > 0, f'MomentumAnnealingEMA: gamma must be greater than 0, but got {gamma!r}')
+        self.gamma = gamma
+
+    def annealed_momentum(self) -> float:
+        """``max(momentum, gamma / (gamma + steps.item()))``, as upstream computes it."""
+        return max(self.momentum, self.gamma / (self.gamma + self.steps.item()))
+
+    def avg_func(self, averaged_param: Tensor, source_param: Tensor, steps) -> None:
+        averaged_param.lerp_(source_param, self.annealed_momentum())
+
+    def _avg_many(self, averaged, sources, steps) -> None:
+        if type(self).avg_func is not MomentumAnnealingEMA.avg_func:
+            return BaseAveragedModel._avg_many(self, averaged, sources, steps)
+        kernels.lerp_(averaged, sources, self.annealed_momentum())
