@@ -1,0 +1,32 @@
+"""Shared test setup: the ``oracle`` and ``gpu`` markers skip cleanly where unavailable."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'oracle'))
+
+
+def _oracle_available() -> bool:
+    try:
+        import upstream
+    except ImportError:
+        return False
+    return upstream.available()
+
+
+ORACLE = _oracle_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_oracle = pytest.mark.skip(reason='needs the real mmcv 1.6.0/mmdet 2.28.2/mmengine 0.10.7 '
+                                          '(run: tox -e oracle)')
+    skip_gpu = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'oracle' in item.keywords and not ORACLE:
+            item.add_marker(skip_oracle)
+        if 'gpu' in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
