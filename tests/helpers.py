@@ -1,0 +1,56 @@
+"""Small test helpers: a fake runner, tiny models and a float64 reference EMA."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+
+class FakeRunner:
+    """The runner protocol, with settable counters (compat_ema.core.runner)."""
+
+    def __init__(self, model: nn.Module, max_iters: int = 1000, max_epochs: int = 100,
+                 resume: bool = False):
+        self.model = model
+        self.iter = 0
+        self.epoch = 0
+        self.inner_iter = 0
+        self.max_iters = max_iters
+        self.max_epochs = max_epochs
+        self._resume = resume
+        self.resumed: List[str] = []
+
+    def resume(self, path: str) -> None:
+        self.resumed.append(path)
+
+
+class TinyModel(nn.Module):
+    """Linear(4, 3) + BatchNorm1d(3), as in RUNNER_SPEC's runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+def set_params(model: nn.Module, t: int) -> None:
+    """Deterministic parameter values for iteration ``t`` (no optimizer needed)."""
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            g = torch.Generator().manual_seed(1000 * t + i)
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+
+
+def ema64(values: List[torch.Tensor], momenta: List[Optional[float]], init: torch.Tensor
+          ) -> torch.Tensor:
+    """Independent float64 EMA: ``e = (1 - m) * e + m * v`` for each non-None m."""
+    e = init.double().clone()
+    for v, m in zip(values, momenta):
+        if m is not None:
+            e = (1 - m) * e + m * v.double()
+    return e
