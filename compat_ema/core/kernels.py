@@ -28,6 +28,7 @@ __all__ = ['set_fast_path', 'fast_path_enabled', 'mul_add_', 'lerp_', 'swa_add_'
 _FAST = os.environ.get('COMPAT_EMA_FAITHFUL', '') in ('', '0')
 _HAS_FOREACH_LERP = hasattr(torch, '_foreach_lerp_')
 _HAS_FOREACH_COPY = hasattr(torch, '_foreach_copy_')
+_REDUCED = (torch.bfloat16, torch.float16)
 
 
 def set_fast_path(enabled: bool) -> None:
@@ -82,7 +83,11 @@ def mul_add_(ema: Sequence[Tensor], src: Sequence[Tensor], momentum: float,
         for e, s in zip(ema, src):
             e.mul_(keep).add_(s, alpha=momentum)
         return
-    for e_list, s_list in _groups(ema, src).values():
+    for (_, dtype), (e_list, s_list) in _groups(ema, src).items():
+        if dtype in _REDUCED:  # CPU foreach mul_/add_ round differently for these: measured
+            for e, s in zip(e_list, s_list):
+                e.mul_(keep).add_(s, alpha=momentum)
+            continue
         torch._foreach_mul_(e_list, keep)
         torch._foreach_add_(e_list, s_list, alpha=momentum)
 
