@@ -1,0 +1,83 @@
+"""Record per-iteration EMA trajectories from the REAL upstream (oracle env only).
+
+For every case of ``reference/cases.py`` it builds the real hook (mmcv 1.6.0
+``EMAHook``, mmdet 2.28.2 ``BaseEMAHook``/``ExpMomentumEMAHook``/
+``LinearMomentumEMAHook``, mmengine 0.10.7 ``EMAHook`` with its averaged
+models), drives it through the case's event stream on a fake runner, and writes
+``trajectories/<case>.pt`` (a compat_ema golden file, kind ``trajectory``) with
+the case config in its meta. Never imports compat_ema.
+
+Run through ``reference/generate.py``, or alone:
+``/work/.oracle/bin/python reference/gen_trajectories.py [OUT_DIR]``.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import List
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / 'tests' / 'oracle'))
+
+import cases  # noqa: E402
+from _format import pack_trajectory, write_atomic  # noqa: E402
+
+
+def upstream_versions() -> dict:
+    """Versions of the packages the recording used."""
+    import mmcv
+    import mmengine
+    from importlib.metadata import version
+    return {'torch': torch.__version__, 'mmcv': mmcv.__version__, 'mmengine': mmengine.__version__,
+            'mmdet': version('mmdet')}
+
+
+def make_upstream_hook(case: dict):
+    """The real upstream hook of ``case``."""
+    import upstream
+    kwargs = dict(case['hook_kwargs'])
+    if case['generation'] == 'mmcv':
+        return getattr(upstream.mmcv_hooks(), case['hook'])(**kwargs)
+    if case['generation'] == 'mmdet':
+        return getattr(upstream.mmdet_ema(), case['hook'])(**kwargs)
+    if case['generation'] == 'mmengine':
+        return getattr(upstream.mmengine_mods()[0], case['hook'])(**kwargs)
+    raise ValueError(f"unknown generation {case['generation']!r}")
+
+
+def main(out_dir: Path) -> List[Path]:
+    """Write one trajectory file per case under ``out_dir/trajectories``; return the paths."""
+    import upstream
+    if not upstream.available():
+        raise SystemExit('gen_trajectories: the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 '
+                         'are not importable here; run with /work/.oracle/bin/python')
+    torch.use_deterministic_algorithms(True)
+    versions = upstream_versions()
+    target = Path(out_dir) / 'trajectories'
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
+        for case in cases.CASES:
+            labels, snaps = cases.drive(case, make_upstream_hook)
+            meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
+                    'generator': 'reference/gen_trajectories.py'}
+            path = write_atomic(pack_trajectory(labels, snaps, meta), target / f"{case['name']}.pt")
+            written.append(path)
+    names = {p.name for p in written}
+    for stale in sorted(target.glob('*.pt')):
+        if stale.name not in names:
+            stale.unlink()
+            print(f'gen_trajectories: removed stale {stale}')
+    assert not any(m == 'compat_ema' or m.startswith('compat_ema.') for m in sys.modules), \
+        'gen_trajectories must not import compat_ema'
+    return written
+
+
+if __name__ == '__main__':
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    for p in main(out):
+        print(p)
