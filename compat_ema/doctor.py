@@ -1,0 +1,215 @@
+"""``compat-ema doctor``: tell users when their EMA setup loses EMA history.
+
+The real runners (RUNNER_SPEC.md) make EMA resume depend on details users do
+not see: the hook's priority relative to ``CheckpointHook`` (50), which
+``resume_from`` is set, and the runner type. :func:`diagnose` reads a config
+(an mmdet 2.x / mmcv style dict, an mmengine style dict, or a single hook
+dict) and returns :class:`Finding` rows; :func:`diagnose_runner` does the same
+for a harness runner just before ``run()`` (the harness turns them into
+:class:`~compat_ema.testing.mmcv_runner.EMASetupWarning`; numbers never change).
+
+Codes (each cites the RUNNER_SPEC section that shows the behaviour):
+
+* ``E101`` runner-level ``resume_from`` without the hook's ``resume_from``:
+  the ``ema_*`` keys are dropped as unexpected and the EMA restarts from the
+  loaded weights (B.6, UPSTREAM_NOTES 8);
+* ``E102`` hook ``resume_from`` with the hook at priority >= 50 (NORMAL, after
+  CheckpointHook): raw and EMA weights come back with their roles inverted
+  (A.11, B.6);
+* ``E103`` EMA hook at priority >= 50 under the epoch runner: checkpoints hold
+  raw weights under the normal keys and EMA under ``ema_*`` (B.5; info);
+* ``E104`` IterBasedRunner: the EMA is never swapped in (A.11, mmcv#2195);
+* ``E105`` IterBasedRunner with a resume: one iteration is repeated and the
+  data are not fast-forwarded; the hook's ``resume_from`` needs CUDA (A.8);
+* ``E106`` mmcv ``EMAHook`` with ``interval > 1``: the momentum becomes
+  ``momentum ** interval`` (A.11, UPSTREAM_NOTES 1);
+* ``E201`` mmengine ``load_from`` without ``resume``: the EMA restarts
+  (``steps`` 0) and the model gets the EMA weights (C.9; info);
+* ``E202`` mmengine ``train()`` then ``test()`` on one runner: the EMA model is
+  rebuilt from the raw weights before testing (C.9).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from .core.priority import get_priority
+
+__all__ = ['Finding', 'diagnose', 'diagnose_runner', 'load_config', 'format_findings']
+
+_MMCV_TYPES = ('ExpMomentumEMAHook', 'LinearMomentumEMAHook', 'BaseEMAHook')
+_MMENGINE_KEYS = ('ema_type', 'update_buffers', 'begin_iter', 'begin_epoch', 'strict_load', 'gamma')
+_CHECKPOINT_PRIORITY = 50
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: ``code``, ``severity`` ('warning' or 'info'), ``message``, ``ref``."""
+
+    code: str
+    severity: str
+    message: str
+    ref: str
+
+    def __str__(self) -> str:
+        return f'[{self.code} {self.severity}] {self.message} (RUNNER_SPEC {self.ref})'
+
+
+def _short_type(cfg: Dict[str, Any]) -> str:
+    return str(cfg.get('type', '')).rpartition('.')[2]
+
+
+def _is_ema(cfg: Dict[str, Any]) -> bool:
+    return 'EMA' in _short_type(cfg)
+
+
+def _generation(config: Dict[str, Any], hooks: Sequence[Dict[str, Any]]) -> str:
+    if any(_short_type(h) in _MMCV_TYPES for h in hooks):
+        return 'mmcv'
+    if any(k in h for h in hooks for k in _MMENGINE_KEYS):
+        return 'mmengine'
+    if any(str(h.get('type', '')).startswith(('mmengine.', 'mmdet3.', 'mmyolo.')) for h in hooks):
+        return 'mmengine'
+    if any(k in config for k in ('train_cfg', 'default_hooks')) or isinstance(config.get('resume'), bool):
+        return 'mmengine'
+    return 'mmcv'
+
+
+def diagnose(config: Dict[str, Any], generation: Optional[str] = None) -> List[Finding]:
+    """Findings for a config dict (or a single hook dict with ``type``).
+
+    Understood keys: ``custom_hooks``, ``resume_from``, ``load_from``,
+    ``runner=dict(type='EpochBasedRunner'|'IterBasedRunner')`` (mmcv style);
+    ``resume`` (bool), ``load_from``, ``train_cfg`` (mmengine style);
+    ``test_after_train`` (bool) for the mmengine train-then-test case.
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f'config must be a dict, got {type(config).__name__}')
+    if 'type' in config and 'custom_hooks' not in config:
+        config = dict(custom_hooks=[config])
+    hooks = [h for h in config.get('custom_hooks') or [] if isinstance(h, dict) and _is_ema(h)]
+    if not hooks:
+        return []
+    generation = generation or _generation(config, hooks)
+    if generation == 'mmengine':
+        return _diagnose_mmengine(config)
+    runner_type = str((config.get('runner') or {}).get('type', 'EpochBasedRunner'))
+    iter_runner = 'Iter' in runner_type
+    out: List[Finding] = []
+    for cfg in hooks:
+        prio = get_priority(cfg.get('priority', 'NORMAL'))
+        out.extend(_mmcv_rules(_short_type(cfg), prio, bool(cfg.get('resume_from')),
+                               bool(config.get('resume_from')), iter_runner,
+                               int(cfg.get('interval', 1))))
+    return out
+
+
+def _mmcv_rules(kind: str, prio: int, hook_resume: bool, runner_resume: bool, iter_runner: bool,
+                interval: int) -> List[Finding]:
+    out: List[Finding] = []
+    after_ckpt = prio >= _CHECKPOINT_PRIORITY
+    if runner_resume and not hook_resume:
+        lost = ('the raw weights are lost (the checkpoint holds EMA weights under the normal keys)'
+                if not after_ckpt and not iter_runner else 'the EMA history is lost')
+        out.append(Finding('E101', 'warning',
+                           f'{kind}: the runner-level resume_from runs before the hook registers '
+                           f'its ema_* buffers, so the ema_* keys are dropped as unexpected and '
+                           f'the EMA restarts from the loaded weights; {lost}. Set resume_from on '
+                           f'the hook too (mmdet 2.x FAQ).', 'B.6'))
+    if hook_resume and after_ckpt and not iter_runner:
+        out.append(Finding('E102', 'warning',
+                           f'{kind} at priority {prio} runs after CheckpointHook (50), so its '
+                           f'checkpoints hold raw weights under the normal keys; resuming through '
+                           f'the hook\'s resume_from swaps them at before_train_epoch and training '
+                           f'continues from the EMA weights with the raw ones as EMA (roles '
+                           f'inverted). Use priority 49 (as the YOLOX configs do).', 'A.11, B.6'))
+    elif after_ckpt and not iter_runner:
+        out.append(Finding('E103', 'info',
+                           f'{kind} at priority {prio} runs after CheckpointHook: epoch_N.pth holds '
+                           f'raw weights under the normal keys and the EMA under ema_*.', 'B.5'))
+    if iter_runner:
+        out.append(Finding('E104', 'warning',
+                           f'{kind} under IterBasedRunner: before_train_epoch/after_train_epoch are '
+                           f'never called, so the EMA weights are never swapped in; evaluation and '
+                           f'the normal checkpoint keys use the raw weights (mmcv#2195).', 'A.4, A.11'))
+        if hook_resume or runner_resume:
+            out.append(Finding('E105', 'warning',
+                               'IterBasedRunner.resume: the saved iter is completed-1, so one '
+                               'iteration is repeated and the data loader is not fast-forwarded; '
+                               'the hook\'s resume_from calls it with map_location="default", which '
+                               'needs CUDA.', 'A.8'))
+    if kind == 'EMAHook' and interval > 1:
+        out.append(Finding('E106', 'info',
+                           f'mmcv EMAHook stores momentum**interval (interval={interval}): the '
+                           f'per-update momentum gets smaller as the interval grows.', 'A.11'))
+    return out
+
+
+def _diagnose_mmengine(config: Dict[str, Any]) -> List[Finding]:
+    out: List[Finding] = []
+    if config.get('load_from') and not config.get('resume'):
+        out.append(Finding('E201', 'info',
+                           'mmengine EMAHook with load_from and resume=False: both the model and '
+                           'the EMA copy receive the EMA weights from state_dict and steps restarts '
+                           'at 0 (the next update is a plain copy); use resume=True to continue '
+                           'the EMA.', 'C.7, C.9'))
+    if config.get('test_after_train'):
+        out.append(Finding('E202', 'warning',
+                           'runner.train() then runner.test() on the same runner: before_run fires '
+                           'again and rebuilds the EMA model from the raw weights, so the test '
+                           'evaluates raw weights. Test from a fresh runner with load_from.', 'C.9'))
+    return out
+
+
+def diagnose_runner(runner: Any) -> List[Finding]:
+    """Findings for a harness mmcv runner about to ``run()`` (hooks registered, resume done)."""
+    from .mmcv.runner.hooks.ema import EMAHook
+    from .mmdet.core.hook.ema import BaseEMAHook
+    iter_runner = type(runner).__name__ == 'IterBasedRunner'
+    runner_resume = getattr(runner, '_resumed_from', None) is not None
+    out: List[Finding] = []
+    for hook in runner.hooks:
+        if not isinstance(hook, (EMAHook, BaseEMAHook)):
+            continue
+        interval = getattr(hook, 'interval', 1)
+        for f in _mmcv_rules(type(hook).__name__, int(hook.priority), hook.checkpoint is not None,
+                             runner_resume, iter_runner, interval):
+            if f.severity == 'warning':
+                out.append(f)
+    return out
+
+
+def load_config(text: str) -> Dict[str, Any]:
+    """A config from a .json/.py file path, or an inline dict literal / JSON string.
+
+    A Python config is executed in an empty namespace and its top-level names
+    are collected (``_base_`` inheritance is not resolved).
+    """
+    if os.path.isfile(text):
+        with open(text) as f:
+            source = f.read()
+        if text.endswith('.json'):
+            return json.loads(source)
+        namespace: Dict[str, Any] = {}
+        exec(compile(source, text, 'exec'), namespace)  # noqa: S102 - user's own config file
+        return {k: v for k, v in namespace.items() if not k.startswith('__')}
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f'{text!r} is neither a file nor a dict literal / JSON object') from exc
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a dict, got {type(value).__name__}')
+    return value
+
+
+def format_findings(findings: Sequence[Finding]) -> str:
+    """One line per finding, or a line saying nothing was found."""
+    if not findings:
+        return 'OK: no EMA resume or priority problem found.'
+    return '\n'.join(str(f) for f in findings)
