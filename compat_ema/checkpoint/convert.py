@@ -1,0 +1,108 @@
+"""Convert EMA checkpoints between mmcv 1.x, mmdet 2.x and mmengine 0.x; export EMA weights.
+
+No upstream counterpart: OpenMMLab ships no converter between these layouts
+(UPSTREAM_NOTES "Migration facts"). Inputs are loaded safely
+(:mod:`.safe_load`), validated completely, and only then written atomically
+(:mod:`.atomic`), so a failure leaves no output.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .atomic import atomic_save, check_destination
+from .errors import CheckpointError
+from .formats import EMACheckpoint, parse
+from .safe_load import load
+from .writers import to_legacy, to_mmengine
+
+__all__ = ['read', 'convert', 'export_ema', 'Result', 'TARGETS']
+
+TARGETS = ('mmcv', 'mmdet', 'mmengine')
+
+
+@dataclass
+class Result:
+    """What a conversion wrote and why: the evidence for every decision, and any losses."""
+
+    src: Path
+    dst: Path
+    source: str
+    target: str
+    evidence: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        lines = [f'{self.src} ({self.source}) -> {self.dst} ({self.target})']
+        lines += [f'  evidence: {e}' for e in self.evidence]
+        lines += [f'  note: {n}' for n in self.notes]
+        return '\n'.join(lines)
+
+
+def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, priority=None,
+         by_epoch: Optional[bool] = None) -> EMACheckpoint:
+    """Load ``path`` safely and parse it (see :func:`.formats.parse` for the options)."""
+    try:
+        return parse(load(path, trust=trust), model_keys=model_keys, priority=priority,
+                     by_epoch=by_epoch)
+    except CheckpointError as exc:
+        msg = str(exc)
+        if not msg.startswith(str(path)):
+            msg = f'{path}: {msg}'
+        raise type(exc)(msg) from None
+
+
+def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequence[str]] = None,
+            param_keys: Optional[Sequence[str]] = None, source_priority=None,
+            target_priority=None, skip_buffers: Optional[bool] = None,
+            by_epoch: Optional[bool] = None, trust: bool = False) -> Result:
+    """Convert the checkpoint ``src`` to the ``to`` generation's layout, written to ``dst``.
+
+    ``to``: 'mmcv' (mmcv 1.6 ``EMAHook``), 'mmdet' (mmdet 2.28 EMA hooks) or
+    'mmengine' (mmengine 0.10.7 ``EMAHook``). ``source_priority`` /
+    ``by_epoch``: how the legacy source was written, when the file cannot tell
+    (the evidence used is reported). ``target_priority`` / ``skip_buffers``:
+    the legacy target hook's settings. ``model_keys``: the model's
+    ``state_dict()`` keys (undoes the ``ema_`` renaming without guessing);
+    ``param_keys``: which of them are parameters (mmcv tracks parameters only).
+    Refuses ``dst`` equal to ``src`` and an existing ``dst`` unless ``force``.
+    """
+    if to not in TARGETS:
+        raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
+    src = Path(src)
+    dst = check_destination(dst, [src], force)
+    ck = read(src, trust=trust, model_keys=model_keys, priority=source_priority,
+              by_epoch=by_epoch)
+    try:
+        if to == 'mmengine':
+            if ck.generation == 'mmengine':
+                raise CheckpointError('already an mmengine checkpoint; nothing to convert')
+            out = to_mmengine(ck)
+        else:
+            out = to_legacy(ck, to, priority=target_priority, skip_buffers=skip_buffers,
+                            by_epoch=None, param_keys=param_keys)
+    except CheckpointError as exc:
+        raise CheckpointError(f'{src}: {exc}') from None
+    atomic_save(out, dst, [src], force)
+    return Result(src, dst, ck.generation, to, ck.evidence, ck.notes)
+
+
+def export_ema(src, dst, force: bool = False, model_keys: Optional[Sequence[str]] = None,
+               priority=None, by_epoch: Optional[bool] = None, trust: bool = False) -> Result:
+    """Write a plain state dict of the EMA weights of ``src`` to ``dst``, for inference.
+
+    The result is a flat ``{model key: tensor}`` dict (``model.load_state_dict``
+    takes it as is; mmcv/mmengine ``load_checkpoint`` too). Keys the hook did
+    not average (mmcv: buffers) hold the model's own values, as the EMA model
+    of each generation does. Refuses a file without EMA state.
+    """
+    src = Path(src)
+    dst = check_destination(dst, [src], force)
+    ck = read(src, trust=trust, model_keys=model_keys, priority=priority, by_epoch=by_epoch)
+    if ck.ema is None:
+        raise CheckpointError(f'{src}: no EMA weights in this checkpoint ({ck.evidence[-1]})')
+    sd = OrderedDict((k, ck.ema.get(k, v)) for k, v in ck.raw.items())
+    atomic_save(sd, dst, [src], force)
+    return Result(src, dst, ck.generation, 'state dict (EMA weights)', ck.evidence, ck.notes)

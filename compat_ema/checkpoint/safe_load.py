@@ -1,0 +1,254 @@
+"""Load OpenMMLab checkpoints without running pickled code.
+
+Reproduces what ``torch.load`` returns for mmcv 1.x / mmdet 2.x / mmengine 0.x
+checkpoints, with a restricted unpickler instead of a full one. torch 2.6+
+already defaults to ``weights_only=True``, and under it the real mmengine 0.10.7
+cannot load its own files (``message_hub`` holds ``HistoryBuffer`` objects and
+numpy arrays/scalars). Here those references are mapped to inert stand-ins
+(:class:`Opaque` subclasses that only record their constructor arguments and
+pickled state); compat_ema never imports mmengine or numpy for it.
+
+Anything else outside the allowlist (torch's own weights-only allowlist plus the
+OpenMMLab entries below) is refused with :class:`UnsafeCheckpointError` before
+it is called; with ``opaque=True`` (used by ``inspect``) it becomes an inert
+placeholder instead and is reported. A full unpickle happens only with
+``trust=True``.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import os
+import pickle
+import tarfile
+import types
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from .errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ['Opaque', 'load', 'detect_serialization', 'LEGACY_MAGIC']
+
+#: the pickled magic number that starts torch's pre-1.6 (non-zip) serialization
+LEGACY_MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19'
+
+#: references legitimately found in mmengine checkpoints (message_hub), mapped to stand-ins
+OPENMMLAB_STANDINS = (
+    'mmengine.logging.history_buffer.HistoryBuffer',
+    'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct',
+    'numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar',
+    'numpy.ndarray', 'numpy.dtype',
+)
+
+
+class Opaque:
+    """Inert stand-in for a pickled object of a class compat_ema does not import.
+
+    ``upstream`` is the ``module.name`` the file referenced; ``args`` the
+    constructor/reduce arguments, ``state`` the pickled state. Never calls
+    anything; refuses to be pickled again (so it cannot leak into an output).
+    """
+
+    upstream = '?'
+    allowlisted = False   # True: a legitimate OpenMMLab reference, read inertly
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__['args'] = args
+        obj.__dict__['state'] = None
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.__dict__['state'] = state
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(f'{self.upstream} placeholder cannot be saved: it stands for an object '
+                        'compat_ema did not unpickle')
+
+    def __repr__(self):
+        return f'<opaque {self.upstream}>'
+
+
+class _Attr(Opaque):
+    """Stand-in for ``getattr(<stand-in class>, name)`` (HistoryBuffer's statistics methods)."""
+
+    allowlisted = True
+
+
+def _safe_getattr(obj, name):
+    if isinstance(obj, type) and issubclass(obj, Opaque) and isinstance(name, str):
+        attr = _Attr(obj.upstream, name)
+        attr.__dict__['upstream'] = f'{obj.upstream}.{name}'
+        attr.__dict__['allowlisted'] = obj.allowlisted
+        return attr
+    raise UnsafeCheckpointError(f'refused getattr({obj!r}, {name!r}): only attributes of '
+                                'allowlisted stand-in classes may be referenced')
+
+
+_STANDIN_CACHE: Dict[str, type] = {}
+
+
+def _standin(full_name: str) -> type:
+    cls = _STANDIN_CACHE.get(full_name)
+    if cls is None:
+        cls = type(full_name.rsplit('.', 1)[-1], (Opaque,),
+                   {'upstream': full_name, 'allowlisted': full_name in OPENMMLAB_STANDINS})
+        _STANDIN_CACHE[full_name] = cls
+    return cls
+
+
+def _torch_allowlist() -> Dict[str, Any]:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = dict(_get_allowed_globals())
+    except Exception:  # pragma: no cover - very old torch
+        allowed = {}
+    allowed.setdefault('collections.OrderedDict', __import__('collections').OrderedDict)
+    allowed.setdefault('torch._utils._rebuild_tensor_v2', torch._utils._rebuild_tensor_v2)
+    allowed.setdefault('torch._utils._rebuild_parameter', torch._utils._rebuild_parameter)
+    allowed.setdefault('torch.Size', torch.Size)
+    allowed.setdefault('torch.device', torch.device)
+    allowed.setdefault('_codecs.encode', __import__('codecs').encode)
+    for t in (torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.int64,
+              torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool):
+        allowed.setdefault(str(t), t)
+    allowed['builtins.frozenset'] = frozenset
+    allowed['builtins.getattr'] = _safe_getattr
+    return allowed
+
+
+def _make_pickle_module(opaque: bool, refused: List[str]) -> types.ModuleType:
+    allowed = _torch_allowlist()
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        """``pickle.Unpickler`` whose ``find_class`` only hands out allowlisted objects."""
+
+        def find_class(self, module, name):
+            # protocol-2 files name Python 2 modules (``__builtin__``); map them as pickle does
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+            full = f'{module}.{name}'
+            if full in allowed:
+                return allowed[full]
+            if full in OPENMMLAB_STANDINS:
+                return _standin(full)
+            refused.append(full)
+            if opaque:
+                return _standin(full)
+            raise UnsafeCheckpointError(
+                f'refused to load {full}: it is not on the allowlist of what OpenMMLab '
+                'checkpoints contain (nothing was executed); pass trust=True / --trust only '
+                'if you trust this file', refused=[full])
+
+    mod = types.ModuleType('compat_ema_restricted_pickle')
+    mod.Unpickler = RestrictedUnpickler
+    mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()
+    mod.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()
+    mod.UnpicklingError = pickle.UnpicklingError
+    return mod
+
+
+def detect_serialization(path) -> str:
+    """Name the torch serialization format of ``path`` (no unpickling).
+
+    Returns ``'zip'`` (torch >= 1.6 default), ``'legacy'`` (the pre-1.6 pickle
+    stream with the magic number) or ``'legacy-tar'`` (torch < 0.4). Raises
+    :class:`CheckpointError` for an empty, truncated or foreign file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'{path}: no such file')
+    if path.is_dir():
+        raise CheckpointError(f'{path}: is a directory, not a checkpoint file')
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f'{path}: empty file (0 bytes), not a checkpoint')
+    with open(path, 'rb') as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if head.startswith(b'PK\x03\x04') or head.startswith(b'PK\x05\x06'):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(f'{path}: truncated or corrupt zip archive ({exc})') from None
+        if not any(n.endswith('/data.pkl') or n == 'data.pkl' for n in names):
+            raise CheckpointError(f'{path}: a zip archive but not a torch checkpoint '
+                                  '(no data.pkl record)')
+        return 'zip'
+    if head == LEGACY_MAGIC:
+        return 'legacy'
+    try:
+        if tarfile.is_tarfile(path):
+            return 'legacy-tar'
+    except OSError:
+        pass
+    if head[:1] == b'\x80':
+        raise CheckpointError(f'{path}: a bare pickle, not a torch checkpoint (no torch magic '
+                              'number); refusing to unpickle it')
+    raise CheckpointError(f'{path}: not a torch checkpoint (starts with {head[:8]!r})')
+
+
+def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
+         mmap: bool = False, _refused: Optional[List[str]] = None) -> Any:
+    """Load a checkpoint file, safely by default.
+
+    Stands in for ``torch.load(path)`` as mmcv ``load_checkpoint`` /
+    mmengine ``_load_checkpoint`` call it. ``trust=False`` (default): restricted
+    unpickling, unknown references refused (:class:`UnsafeCheckpointError`), or
+    turned into :class:`Opaque` placeholders with ``opaque=True``.
+    ``trust=True``: a full ``torch.load(weights_only=False)``.
+    """
+    path = Path(path)
+    fmt = detect_serialization(path)
+    kwargs: Dict[str, Any] = dict(map_location=map_location)
+    if mmap and fmt == 'zip':
+        kwargs['mmap'] = True
+    refused: List[str] = [] if _refused is None else _refused
+    try:
+        if trust:
+            return torch.load(str(path), weights_only=False, **kwargs)
+        module = _make_pickle_module(opaque, refused)
+        return torch.load(str(path), weights_only=False, pickle_module=module, **kwargs)
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f'{path}: {exc}', exc.refused) from None
+    except CheckpointError:
+        raise
+    except (EOFError, pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile,
+            tarfile.TarError, ValueError, KeyError, OSError, AttributeError, IndexError,
+            TypeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if 'weights_only' in msg or 'Unsupported global' in msg:
+            raise CheckpointError(f'{path}: torch refused the file under a forced weights-only '
+                                  f'load ({msg}); unset TORCH_FORCE_WEIGHTS_ONLY_LOAD') from None
+        raise CheckpointError(f'{path}: truncated or corrupt {fmt} checkpoint '
+                              f'({type(exc).__name__}: {msg})') from None
+
+
+def opaque_objects(obj: Any, _path: str = '', _seen=None) -> List[Tuple[str, str, bool]]:
+    """List ``(where, upstream name, allowlisted)`` for every :class:`Opaque` inside ``obj``."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    out: List[Tuple[str, str, bool]] = []
+    if isinstance(obj, Opaque):
+        out.append((_path or '<root>', obj.upstream, obj.allowlisted))
+        for i, a in enumerate(obj.args):
+            out += opaque_objects(a, f'{_path}.args[{i}]', seen)
+        out += opaque_objects(obj.state, f'{_path}.state', seen)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out += opaque_objects(v, f'{_path}.{k}' if _path else str(k), seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += opaque_objects(v, f'{_path}[{i}]', seen)
+    return out
+
