@@ -54,7 +54,7 @@ class GoldenChecker:
     def __init__(self, request):
         self._request = request
         self._record = bool(request.config.getoption('golden_record'))
-        test_file = Path(str(request.node.fspath))
+        test_file = Path(str(getattr(request.node, "path", None) or request.node.fspath))
         self.datadir = test_file.parent / test_file.stem
         self._used: Dict[str, int] = {}
 
@@ -87,14 +87,17 @@ class GoldenChecker:
         if not path.exists():
             pytest.fail(f'golden file {path} does not exist; record it with:\n'
                         f'    pytest {nodeid} --golden-record', pytrace=False)
+        message = None
         try:
             expected, _ = golden.load_golden(path)
-            golden.assert_matches(expected, obj, ulp=ulp, atol=atol, context=f'{path.name}')
+            golden.assert_matches(expected, obj, ulp=ulp, atol=atol, context=str(path))
         except golden.GoldenFileError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            message = str(exc)
         except golden.GoldenMismatch as exc:
-            pytest.fail(f'{exc}\n(re-record with: pytest {nodeid} --golden-record, if the '
-                        'change is intended)', pytrace=False)
+            message = (f'{exc}\n(re-record with: pytest {nodeid} --golden-record, if the '
+                       'change is intended)')
+        if message is not None:  # outside the except: no chained traceback in the report
+            pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
