@@ -241,9 +241,12 @@ def format_table(columns: Dict[str, Sequence[Step]], max_rows: int = 60,
     names = list(columns)
     n = len(next(iter(columns.values()))) if columns else 0
     rows = _pick_rows(next(iter(columns.values())), max_rows) if n else []
+    single = len(names) == 1
+    widths = {name: 8 if single else max(8, len(name) + 7) for name in names}
     head = f'{"iter":>7}'
     for name in names:
-        head += f' | {name + " action":>14} {"momentum":>12}'
+        label = 'action' if single else name + ' action'
+        head += f' | {label:>{widths[name]}} {"momentum":>12}'
     if show_formula and len(names) == 1:
         head += ' | formula'
     lines = [head, '-' * len(head)]
@@ -254,7 +257,7 @@ def format_table(columns: Dict[str, Sequence[Step]], max_rows: int = 60,
         line = f'{i:>7}'
         for name in names:
             s = columns[name][i]
-            line += f' | {s.action:>14} {s.momentum:>12.6g}'
+            line += f' | {s.action:>{widths[name]}} {s.momentum:>12.6g}'
         if show_formula and len(names) == 1:
             line += f' | {columns[names[0]][i].formula}'
         lines.append(line)

@@ -1,0 +1,109 @@
+"""``compat-ema schedule CONFIG_OR_HOOK_DICT [--iters N] [--plot out.png]``: momentum per iteration."""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from typing import List, Tuple
+
+
+def _entries(arg: str, generation) -> List[Tuple[str, object]]:
+    """(label, HookSpec) for a config file or a hook dict written on the command line."""
+    from ..migrate.configparse import ConfigError, eval_expression, load_config
+    from ..migrate.core import find_ema_hooks
+    from ..migrate.hookspec import AmbiguousHookError, classify
+
+    if os.path.isfile(arg):
+        loaded = load_config(arg)
+        found, unknown, _ = find_ema_hooks(loaded, generation)
+        for item in unknown:
+            print(f'note: not understood (no schedule): {item}', file=sys.stderr)
+        if not found:
+            raise ConfigError(f'{arg}: no EMA hook in custom_hooks')
+        return [(f'custom_hooks[{i}]', spec) for i, _, spec in found]
+    if arg.endswith('.py'):
+        raise ConfigError(f'{arg}: no such config file')
+    try:
+        node = ast.parse(arg.strip(), mode='eval').body
+    except SyntaxError as exc:
+        raise ConfigError(f'not a config file and not a hook dict: {arg!r} ({exc.msg})') from None
+    if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
+                                           and node.func.id == 'dict'):
+        # ExpMomentumEMAHook(momentum=1e-4) is read as dict(type='ExpMomentumEMAHook', ...)
+        try:
+            name = ast.unparse(node.func) if hasattr(ast, 'unparse') else node.func.id
+        except AttributeError:
+            raise ConfigError(f'not a hook: {arg!r}') from None
+        node = ast.Call(func=ast.Name('dict', ast.Load()),
+                        args=[], keywords=[ast.keyword('type', ast.Constant(name))]
+                        + list(node.keywords))
+    entry = eval_expression(node, {})
+    if not isinstance(entry, dict) or 'type' not in entry:
+        raise ConfigError(f'a hook dict needs a type: {arg!r}')
+    try:
+        spec = classify(entry, generation)
+    except AmbiguousHookError:
+        print('note: a bare EMAHook exists in mmcv 1.x and in mmengine; showing both '
+              '(write mmcv.EMAHook / mmengine.EMAHook, or pass --generation)')
+        return [('as mmcv', classify(entry, 'mmcv')), ('as mmengine', classify(entry, 'mmengine'))]
+    if spec is None:
+        raise ConfigError(f'{entry["type"]!r} is not an EMA hook this tool knows (mmcv EMAHook, '
+                          'mmdet ExpMomentumEMAHook/LinearMomentumEMAHook, mmengine EMAHook)')
+    return [('hook', spec)]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..migrate.configparse import ConfigError
+    from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
+    from ..migrate.schedule import (MatplotlibMissing, format_table, momentum_schedule,
+                                    plot_schedules, schedule_notes)
+    from ..migrate._io import OutputExists, check_output
+
+    try:
+        if args.plot:
+            check_output(args.plot, force=args.force)
+        entries = _entries(args.hook, args.generation)
+        columns = {}
+        for label, spec in entries:
+            steps = momentum_schedule(spec, args.iters, args.iters_per_epoch)
+            resolved = ', '.join(f'{k}={v!r}' for k, v in spec.resolved().items()
+                                 if v is not None and k != 'resume_from')
+            print(f'{label}: {spec.kind}({resolved})'
+                  + ('' if spec.priority is None else f' priority={spec.priority!r}'))
+            print(format_table({spec.kind: steps}, max_rows=args.rows))
+            for note in schedule_notes(spec, steps):
+                print(f'note: {note}')
+            print()
+            columns[f'{label} {spec.kind}' if len(entries) > 1 else spec.kind] = steps
+        if args.plot:
+            plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])
+            print(f'wrote {args.plot}')
+    except (ConfigError, UnknownKeysError, AmbiguousHookError, ValueError, OutputExists) as exc:
+        print(f'compat-ema schedule: error: {exc}', file=sys.stderr)
+        return 2
+    except MatplotlibMissing as exc:
+        print(f'compat-ema schedule: {exc}', file=sys.stderr)
+        return 3
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        'schedule', help='effective EMA momentum and update/skip per iteration, any generation',
+        description='Show what an EMA hook does after each training iteration: update (with the '
+                    'effective momentum, i.e. the weight of the new weights), skip, copy '
+                    "(mmengine's first update) or hold (mmengine before begin_iter). Takes a "
+                    "config file or a hook dict such as \"dict(type='EMAHook', momentum=2e-4)\".")
+    p.add_argument('hook', metavar='CONFIG_OR_HOOK_DICT')
+    p.add_argument('--iters', type=int, default=20, help='iterations to show (default 20)')
+    p.add_argument('--iters-per-epoch', type=int, default=None,
+                   help="needed for mmengine's begin_epoch")
+    p.add_argument('--generation', choices=('mmcv', 'mmengine'), default=None,
+                   help='how to read a bare EMAHook (default: from its keys or the config)')
+    p.add_argument('--rows', type=int, default=60,
+                   help='condense the table beyond this many rows (default 60)')
+    p.add_argument('--plot', metavar='OUT.png', help='also plot it (needs matplotlib: '
+                                                     "pip install 'compat-ema[plot]')")
+    p.add_argument('--force', action='store_true', help='overwrite an existing plot file')
+    p.set_defaults(func=_run)
