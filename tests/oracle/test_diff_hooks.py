@@ -21,6 +21,8 @@ import torch.nn as nn
 import upstream
 
 N_CASES = int(os.environ.get('COMPAT_EMA_DIFF_CASES', '520'))
+#: run the twin models on this device (``cuda`` on a GPU machine: the GPU differential run)
+DEVICE = torch.device(os.environ.get('COMPAT_EMA_DIFF_DEVICE', 'cpu'))
 logging.getLogger('compat_ema').setLevel(logging.ERROR)
 
 
@@ -64,7 +66,7 @@ MODELS = {'linbn': LinBN, 'convbn': ConvBN, 'tied': Tied, 'frozen': Frozen}
 
 def make_model(kind: str, dtype: torch.dtype, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return MODELS[kind]().to(dtype)
+    return MODELS[kind]().to(dtype).to(DEVICE)
 
 
 def train_step(model: nn.Module, seed: int) -> None:
@@ -73,12 +75,12 @@ def train_step(model: nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g).to(p.dtype) * 0.1)
+                p.add_(torch.randn(p.shape, generator=g).to(p.dtype).to(p.device) * 0.1)
         for name, b in model.named_buffers():
             if name.startswith('ema_'):
                 continue
             if b.dtype.is_floating_point:
-                b.add_(torch.randn(b.shape, generator=g).to(b.dtype) * 0.05)
+                b.add_(torch.randn(b.shape, generator=g).to(b.dtype).to(b.device) * 0.05)
             else:
                 b.add_(1)
 
