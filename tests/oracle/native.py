@@ -132,3 +132,132 @@ def mmdet3_cls():
 def mmyolo_cls():
     """The real mmyolo 0.6.0 ``ExpMomentumEMA`` class."""
     return mmyolo_module().ExpMomentumEMA
+
+
+# --------------------------------------------------------------------------------------------
+# A torch-only harness shared by the differential tests, reference/gen_native.py and the
+# default-env golden replay: random small models and a seeded "training" of them.
+# --------------------------------------------------------------------------------------------
+import copy  # noqa: E402
+import random  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+DTYPES = {'float32': torch.float32, 'float64': torch.float64, 'bfloat16': torch.bfloat16}
+
+
+class Net(nn.Module):
+    """Linear -> [BatchNorm1d] -> ReLU -> Linear (+ a tied Linear), optional extra buffers.
+
+    ``spec`` keys: d, h, o (sizes), bias, bn, bn_affine, tied (a second head
+    sharing ``fc2.weight``: state_dict lists it twice), int_buffer (a long
+    ``counter``), nonpersistent (a float ``scale`` buffer missing from state_dict).
+    """
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        d, h, o = spec['d'], spec['h'], spec['o']
+        self.fc1 = nn.Linear(d, h, bias=spec['bias'])
+        self.bn = nn.BatchNorm1d(h, affine=spec['bn_affine']) if spec['bn'] else nn.Identity()
+        self.fc2 = nn.Linear(h, o)
+        self.tied = spec['tied']
+        if self.tied:
+            self.fc3 = nn.Linear(h, o, bias=False)
+            self.fc3.weight = self.fc2.weight
+        if spec['int_buffer']:
+            self.register_buffer('counter', torch.zeros(2, dtype=torch.long))
+        if spec['nonpersistent']:
+            self.register_buffer('scale', torch.ones(h), persistent=False)
+
+    def forward(self, x):
+        z = torch.relu(self.bn(self.fc1(x)))
+        if hasattr(self, 'scale'):
+            z = z * self.scale
+        y = self.fc2(z)
+        return y + self.fc3(z) if self.tied else y
+
+
+def random_spec(rng: random.Random) -> dict:
+    """A random model spec (see :class:`Net`) plus its dtype name."""
+    return dict(d=rng.randint(1, 5), h=rng.randint(2, 6), o=rng.randint(1, 4),
+                bias=rng.random() < 0.8, bn=rng.random() < 0.6, bn_affine=rng.random() < 0.7,
+                tied=rng.random() < 0.2, int_buffer=rng.random() < 0.4,
+                nonpersistent=rng.random() < 0.3,
+                dtype=rng.choice(sorted(DTYPES)))
+
+
+def build_model(spec: dict, seed: int) -> Net:
+    """The model of ``spec`` with weights drawn from ``seed`` (independent of the global RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Net(spec)
+    return model.to(DTYPES[spec['dtype']])
+
+
+def make_steps(spec: dict, model: nn.Module, seed: int, n: int, scale: float = 0.1) -> list:
+    """``n`` training steps: per-parameter deltas, a BN input batch, buffer changes."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = DTYPES[spec['dtype']]
+    steps = []
+    for _ in range(n):
+        deltas = {name: (torch.randn(p.shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+                  for name, p in model.named_parameters()}
+        x = torch.randn(4, spec['d'], generator=g, dtype=torch.float64).to(dtype)
+        k = int(torch.randint(1, 4, (1,), generator=g))
+        s = float(1 + 0.1 * torch.rand(1, generator=g, dtype=torch.float64))
+        steps.append(dict(deltas=deltas, x=x, k=k, s=s))
+    return steps
+
+
+@torch.no_grad()
+def apply_step(model: nn.Module, step: dict) -> None:
+    """One "training iteration": add the deltas, a train-mode forward (BN stats), buffer bumps."""
+    params = dict(model.named_parameters())
+    for name, delta in step['deltas'].items():
+        params[name].add_(delta)
+    model.train()
+    model(step['x'])
+    if hasattr(model, 'counter'):
+        model.counter.add_(step['k'])
+    if hasattr(model, 'scale'):
+        model.scale.mul_(step['s'])
+
+
+def full_state(module: nn.Module) -> dict:
+    """state_dict plus non-persistent buffers (under ``<name>#np``), detached clones."""
+    out = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    persistent = set(module.state_dict())
+    for name, b in module.named_buffers():
+        if name not in persistent:
+            out[name + '#np'] = b.detach().clone()
+    return out
+
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor reinterpreted as integers of the same width (for bitwise comparison)."""
+    t = t.detach().contiguous().reshape(-1)
+    if t.is_floating_point():
+        return t.view(_BITS[t.element_size()])
+    return t
+
+
+def bitwise_diff(a: dict, b: dict) -> list:
+    """Keys whose dtype, shape or bits differ (and keys present in one only)."""
+    bad = [k for k in set(a) ^ set(b)]
+    for k in a:
+        if k in b:
+            x, y = a[k], b[k]
+            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(bits(x), bits(y)):
+                bad.append(k)
+    if list(a) != list(b) and not bad:
+        bad.append('<key order>')
+    return bad
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deepcopy (two sources trained identically stay bitwise equal)."""
+    return copy.deepcopy(model)
