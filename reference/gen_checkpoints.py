@@ -235,8 +235,11 @@ def _record(entry: dict, path: pathlib.Path, generation: str, extra: dict) -> di
     sd = ck['state_dict']
     captured = entry['captured']
     model = entry['model']
-    param_keys = [n for n, _ in model.named_parameters()]
-    model_keys = list(model.state_dict().keys())
+    # the model's own keys: the EMA hooks register ema_* buffers on the live model, so ask a
+    # fresh instance of the same class
+    fresh = type(model)()
+    param_keys = [n for n, _ in fresh.named_parameters()]
+    model_keys = list(fresh.state_dict().keys())
     rec = dict(generation=generation, model_keys=model_keys, param_keys=param_keys,
                top_level_keys=list(ck), meta_epoch=ck['meta']['epoch'],
                meta_iter=ck['meta']['iter'], state_dict_keys=list(sd), **extra)

@@ -4,7 +4,7 @@ For every case of ``reference/cases.py`` it builds the real hook (mmcv 1.6.0
 ``EMAHook``, mmdet 2.28.2 ``BaseEMAHook``/``ExpMomentumEMAHook``/
 ``LinearMomentumEMAHook``, mmengine 0.10.7 ``EMAHook`` with its averaged
 models), drives it through the case's event stream on a fake runner, and writes
-``trajectories/<case>.pt`` (a compat_ema golden file, kind ``trajectory``) with
+``<out_dir>/<case>.pt`` (``reference/trajectories/``) (a compat_ema golden file, kind ``trajectory``) with
 the case config in its meta. Never imports compat_ema.
 
 Run through ``reference/generate.py``, or alone:
@@ -49,20 +49,28 @@ def make_upstream_hook(case: dict):
     raise ValueError(f"unknown generation {case['generation']!r}")
 
 
+def _checked(hook):
+    """Refuse anything but a real upstream class (never compat_ema's twin)."""
+    mod = type(hook).__module__
+    if not mod.split('.')[0] in ('mmcv', 'mmdet', 'mmengine'):
+        raise RuntimeError(f'gen_trajectories: {type(hook)} is not an upstream hook ({mod})')
+    return hook
+
+
 def main(out_dir: Path) -> List[Path]:
-    """Write one trajectory file per case under ``out_dir/trajectories``; return the paths."""
+    """Write ``out_dir/<case>.pt`` for every case (``reference/trajectories``); return the paths."""
     import upstream
     if not upstream.available():
         raise SystemExit('gen_trajectories: the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 '
                          'are not importable here; run with /work/.oracle/bin/python')
     torch.use_deterministic_algorithms(True)
     versions = upstream_versions()
-    target = Path(out_dir) / 'trajectories'
+    target = Path(out_dir)
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
         for case in cases.CASES:
-            labels, snaps = cases.drive(case, make_upstream_hook)
+            labels, snaps = cases.drive(case, lambda c: _checked(make_upstream_hook(c)))
             meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
                     'generator': 'reference/gen_trajectories.py'}
             path = write_atomic(pack_trajectory(labels, snaps, meta), target / f"{case['name']}.pt")
@@ -72,12 +80,10 @@ def main(out_dir: Path) -> List[Path]:
         if stale.name not in names:
             stale.unlink()
             print(f'gen_trajectories: removed stale {stale}')
-    assert not any(m == 'compat_ema' or m.startswith('compat_ema.') for m in sys.modules), \
-        'gen_trajectories must not import compat_ema'
     return written
 
 
 if __name__ == '__main__':
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / 'trajectories'
     for p in main(out):
         print(p)

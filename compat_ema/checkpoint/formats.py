@@ -159,10 +159,25 @@ def _config_text(meta: dict) -> str:
     return ''
 
 
+def _written_as(meta: dict) -> dict:
+    """The layout compat_ema recorded when it wrote this file (empty if none)."""
+    rec = meta.get(COMPAT_KEY)
+    stamp = rec.get('written_as') if isinstance(rec, dict) else None
+    if not isinstance(stamp, dict):
+        return {}
+    if stamp.get('epoch') != meta.get('epoch') or stamp.get('iter') != meta.get('iter'):
+        return {}
+    return stamp
+
+
 def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str]) -> bool:
     if explicit is not None:
         ev.append(f'runner: {"epoch" if explicit else "iter"}-based (given)')
         return explicit
+    if _written_as(meta).get('by_epoch') is not None:
+        val = _written_as(meta)['by_epoch']
+        ev.append(f'runner: {"epoch" if val else "iter"}-based (meta.{COMPAT_KEY}: written so)')
+        return val
     last = (meta.get('hook_msgs') or {}).get('last_ckpt') if isinstance(meta.get('hook_msgs'),
                                                                          dict) else None
     if isinstance(last, str):
@@ -198,6 +213,11 @@ def _legacy_swapped(sd, pairs, meta, by_epoch, explicit_priority, ev) -> bool:
         swapped = swapped_by_priority(explicit_priority)
         ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} (given hook '
                   f'priority {explicit_priority!r} {"<" if swapped else ">="} CheckpointHook 50)')
+        return swapped
+    if _written_as(meta).get('ema_in_params') is not None:
+        swapped = _written_as(meta)['ema_in_params']
+        ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} '
+                  f'(meta.{COMPAT_KEY}: compat_ema wrote it so)')
         return swapped
     # integer entries are never averaged, only swapped (mmdet, skip_buffers=False): the side
     # holding the larger num_batches_tracked is the live (raw) model (RUNNER_SPEC B.5)

@@ -75,9 +75,12 @@ def _restorable(ck: EMACheckpoint, target: str) -> Optional[Dict[str, Any]]:
     return rec
 
 
-def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps) -> None:
+def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps,
+           ema_in_params=None, by_epoch=None) -> None:
+    """Record what was written, so the record is used only while the file still matches it."""
     rec['written_as'] = dict(epoch=out_meta['epoch'], iter=out_meta['iter'],
-                             model_keys=list(model_keys), steps=steps)
+                             model_keys=list(model_keys), steps=steps,
+                             ema_in_params=ema_in_params, by_epoch=by_epoch)
     out_meta[COMPAT_KEY] = rec
 
 
@@ -240,12 +243,14 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
     if ck.generation in ('mmcv', 'mmdet'):
         for k, v in ck.extras.items():
             out[k] = v
+        _stamp(meta, dict(version=CARRY_VERSION, source=ck.generation), list(ck.raw), None,
+               swapped, by_epoch)
     else:
         carried = _carry(ck, notes)
         dropped = [k for k in ck.extras if k not in carried['extras']]
         if dropped:
             notes.append(f'{dropped} not written: the legacy runner has no use for them')
-        _stamp(meta, carried, list(ck.raw), None)
+        _stamp(meta, carried, list(ck.raw), None, swapped, by_epoch)
     return out
 
 

@@ -1,0 +1,39 @@
+"""``compat-ema convert IN OUT --to {mmcv,mmdet,mmengine}``: move an EMA checkpoint across
+generations, written atomically; never overwrites IN, refuses an existing OUT without --force."""
+from __future__ import annotations
+
+import argparse
+
+from ._checkpoint_cli import add_source_options, read_keys, run_guarded
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..checkpoint import convert
+    skip = {None: None, 'yes': True, 'no': False}[args.skip_buffers]
+    res = convert(args.src, args.dst, to=args.to, force=args.force,
+                  model_keys=read_keys(args.model_keys), param_keys=read_keys(args.param_keys),
+                  source_priority=args.source_priority, target_priority=args.target_priority,
+                  skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust)
+    if not args.quiet:
+        print(res.format())
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser('convert', help='convert an EMA checkpoint between mmcv 1.x, mmdet 2.x '
+                                       'and mmengine 0.x')
+    p.add_argument('src', metavar='IN')
+    p.add_argument('dst', metavar='OUT')
+    p.add_argument('--to', required=True, choices=('mmcv', 'mmdet', 'mmengine'))
+    p.add_argument('--force', action='store_true', help='replace an existing OUT')
+    p.add_argument('--target-priority', metavar='P',
+                   help='legacy target: the EMA hook priority the file should look written by '
+                        '(< 50: parameters hold the EMA; default for epoch runners)')
+    p.add_argument('--skip-buffers', choices=('yes', 'no'),
+                   help='mmdet target: skip_buffers of the hook that will resume it')
+    p.add_argument('--param-keys', metavar='FILE',
+                   help="text file with the model's parameter names (mmcv tracks parameters "
+                        'only); default: guessed from names and dtypes')
+    p.add_argument('-q', '--quiet', action='store_true')
+    add_source_options(p)
+    p.set_defaults(func=lambda a: run_guarded('convert', _run, a))

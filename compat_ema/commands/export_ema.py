@@ -1,0 +1,26 @@
+"""``compat-ema export-ema IN OUT``: write the EMA weights as a plain state dict, for inference."""
+from __future__ import annotations
+
+import argparse
+
+from ._checkpoint_cli import add_source_options, read_keys, run_guarded
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..checkpoint import export_ema
+    res = export_ema(args.src, args.dst, force=args.force, model_keys=read_keys(args.model_keys),
+                     priority=args.source_priority, by_epoch=args.by_epoch, trust=args.trust)
+    if not args.quiet:
+        print(res.format())
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser('export-ema', help='write the EMA weights of a checkpoint as a plain '
+                                          'state dict')
+    p.add_argument('src', metavar='IN')
+    p.add_argument('dst', metavar='OUT')
+    p.add_argument('--force', action='store_true', help='replace an existing OUT')
+    p.add_argument('-q', '--quiet', action='store_true')
+    add_source_options(p)
+    p.set_defaults(func=lambda a: run_guarded('export-ema', _run, a))

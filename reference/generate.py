@@ -1,0 +1,237 @@
+"""Regenerate everything under reference/ from the REAL upstream, then write MANIFEST.json.
+
+One command, in the oracle env (the real mmcv 1.6.0, mmdet 2.28.2, mmengine 0.10.7)::
+
+    /work/.oracle/bin/python reference/generate.py            # regenerate + manifest
+    /work/.oracle/bin/python reference/generate.py --check    # regenerate into a temp dir and
+                                                              # compare with MANIFEST.json
+    python reference/generate.py --manifest-only              # re-hash the files on disk only
+
+It runs, in order, each generator present beside it: ``gen_trajectories.py`` (EMA
+trajectories), ``gen_traces.py`` (hook-call traces of the real runners),
+``gen_checkpoints.py`` (real checkpoint files), ``gen_native.py`` (mmdet 3.x / mmyolo
+trajectories). Each exposes ``main(out_dir: pathlib.Path) -> list[pathlib.Path]``
+returning the files it wrote, and writes them in ``out_dir``, which is
+``reference/<subdir>`` (:data:`SUBDIRS`: trajectories, traces, checkpoints,
+native); a missing generator is skipped with a message. No generator
+may import compat_ema: the references must come from the real upstream only, and
+this script stops with an error if one did.
+
+``MANIFEST.json`` records the upstream and torch versions, python, the device, the
+command, and the sha256 and size of every file. Files of ``gen_checkpoints`` carry
+the runners' timestamps (mmcv meta ``time``, mmengine meta ``time``), so their
+bytes differ between recordings; everything else is byte-identical on regeneration
+(``--check`` verifies it).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native')
+#: each generator's out_dir, under reference/: it writes its files directly in there
+SUBDIRS = {'gen_trajectories': 'trajectories', 'gen_traces': 'traces',
+           'gen_checkpoints': 'checkpoints', 'gen_native': 'native'}
+NOT_BYTE_STABLE = {
+    'gen_checkpoints': 'checkpoint files contain the runners\' timestamps (mmcv meta "time", '
+                       'mmengine meta "time"), so their bytes (and the sha256 of anything '
+                       'derived from them) differ between recordings; compare their tensors',
+}
+COMMAND = '/work/.oracle/bin/python reference/generate.py'
+MANIFEST = 'MANIFEST.json'
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _compat_modules() -> List[str]:
+    return sorted(m for m in sys.modules if m == 'compat_ema' or m.startswith('compat_ema.'))
+
+
+def _load(name: str):
+    path = HERE / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'reference_{name}', str(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def versions() -> Dict[str, str]:
+    """Versions of the real upstream and torch in this interpreter."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for dist in ('mmcv', 'mmdet', 'mmengine', 'torch'):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = 'not installed'
+    return out
+
+
+def run_generators(out_dir: Path, only: Optional[List[str]] = None) -> Dict[str, dict]:
+    """Run each present generator into ``out_dir``; return ``{name: {status, files}}``."""
+    results: Dict[str, dict] = {}
+    for name in GENERATORS:
+        if only and name not in only:
+            continue
+        if not (HERE / f'{name}.py').is_file():
+            print(f'generate: reference/{name}.py not present, skipped')
+            results[name] = {'status': 'missing', 'files': []}
+            continue
+        print(f'generate: running reference/{name}.py ...', flush=True)
+        module = _load(name)
+        if not hasattr(module, 'main'):
+            raise SystemExit(f'generate: reference/{name}.py has no main(out_dir) function')
+        written = module.main(out_dir / SUBDIRS[name])
+        leaked = _compat_modules()
+        if leaked:
+            raise SystemExit(f'generate: reference/{name}.py imported compat_ema ({leaked[:3]}); '
+                             'references must come from the real upstream only')
+        files = []
+        for p in written or []:
+            p = Path(p).resolve()
+            if not p.is_file():
+                raise SystemExit(f'generate: {name} reported {p}, which is not a file')
+            try:
+                files.append(p.relative_to(out_dir.resolve()).as_posix())
+            except ValueError:
+                raise SystemExit(f'generate: {name} wrote {p}, outside {out_dir}') from None
+        results[name] = {'status': 'ran', 'files': sorted(set(files))}
+        print(f'generate: {name} wrote {len(files)} file(s)')
+    return results
+
+
+def build_manifest(out_dir: Path, results: Dict[str, dict]) -> dict:
+    """The manifest dict for the files the generators reported."""
+    import torch
+    files = {}
+    for name, res in results.items():
+        for rel in res['files']:
+            entry = {'sha256': sha256(out_dir / rel), 'size': (out_dir / rel).stat().st_size,
+                     'generator': name, 'byte_stable': name not in NOT_BYTE_STABLE}
+            files[rel] = entry
+    return {
+        'generator_command': COMMAND,
+        'upstream': versions(),
+        'torch': torch.__version__,
+        'python': platform.python_version(),
+        'device': f'cpu ({platform.machine()}); torch.cuda.is_available()='
+                  f'{torch.cuda.is_available()}, recorded on cpu',
+        'generators': {n: {'status': r['status'], 'n_files': len(r['files']),
+                           **({'note': NOT_BYTE_STABLE[n]} if n in NOT_BYTE_STABLE else {})}
+                       for n, r in results.items()},
+        'notes': ['Entries with "byte_stable": true are byte-identical on regeneration '
+                  '(python reference/generate.py --check verifies it).',
+                  'Entries with "byte_stable": false: ' + '; '.join(NOT_BYTE_STABLE.values())],
+        'total_size': sum(e['size'] for e in files.values()),
+        'files': dict(sorted(files.items())),
+    }
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + '\n', encoding='utf-8')
+    tmp.replace(path)
+
+
+def scan(out_dir: Path) -> Dict[str, dict]:
+    """The files now under each generator's subdirectory, as ``run_generators`` reports them."""
+    results: Dict[str, dict] = {}
+    for name in GENERATORS:
+        sub = out_dir / SUBDIRS[name]
+        files = sorted(p.relative_to(out_dir).as_posix() for p in sub.rglob('*')
+                       if p.is_file() and not p.name.startswith('.')) if sub.is_dir() else []
+        present = (HERE / f'{name}.py').is_file()
+        results[name] = {'status': 'on disk' if present else 'missing', 'files': files}
+    return results
+
+
+def check(only: Optional[List[str]] = None) -> int:
+    """Regenerate into a temp dir; compare with MANIFEST.json. 0 when byte-stable files match."""
+    manifest = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
+    bad = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_generators(Path(tmp), only)
+        fresh = build_manifest(Path(tmp), results)['files']
+        for rel, entry in manifest['files'].items():
+            if only and entry['generator'] not in only:
+                continue
+            new = fresh.get(rel)
+            if new is None:
+                print(f'check: {rel} was not regenerated')
+                bad += 1
+            elif new['sha256'] != entry['sha256']:
+                if entry['byte_stable']:
+                    print(f'check: {rel} differs (sha256 {new["sha256"][:12]} != '
+                          f'{entry["sha256"][:12]})')
+                    bad += 1
+                else:
+                    print(f'check: {rel} differs, as expected (timestamps)')
+        for rel in sorted(set(fresh) - set(manifest['files'])):
+            print(f'check: {rel} is new (not in {MANIFEST})')
+            bad += 1
+    print('check: OK, every byte-stable file is identical' if not bad else
+          f'check: {bad} problem(s)')
+    return 1 if bad else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--check', action='store_true',
+                        help='regenerate into a temporary directory and compare with MANIFEST.json')
+    parser.add_argument('--manifest-only', action='store_true',
+                        help='do not run generators: rewrite MANIFEST.json from the files on disk '
+                             '(needs no oracle env)')
+    parser.add_argument('--only', nargs='+', choices=GENERATORS,
+                        help='run only these generators (with --check, compare only their files)')
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / 'tests' / 'oracle'))
+    if args.check:
+        return check(args.only)
+    if args.manifest_only:
+        results = scan(HERE)
+    else:
+        results = run_generators(HERE, args.only)
+        on_disk = scan(HERE)
+        for name, res in results.items():
+            for rel in sorted(set(on_disk[name]['files']) - set(res['files'])):
+                print(f'generate: warning: {rel} was not written by {name} (stale? delete it)')
+    if args.only and (HERE / MANIFEST).is_file():  # keep the other generators' entries
+        old = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
+        for rel, entry in old['files'].items():
+            gen = entry['generator']
+            if gen not in results and (HERE / rel).is_file():
+                results.setdefault(gen, {'status': old['generators'][gen]['status'],
+                                         'files': []})['files'].append(rel)
+    manifest = build_manifest(HERE, results)
+    if 'not installed' in manifest['upstream'].values():
+        if not args.manifest_only or not (HERE / MANIFEST).is_file():
+            raise SystemExit('generate: the real mmcv/mmdet/mmengine are not installed here; '
+                             f'run {COMMAND}')
+        old = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
+        for key in ('upstream', 'torch', 'python', 'device'):  # those of the recording
+            manifest[key] = old[key]
+    _write_json(manifest, HERE / MANIFEST)
+    print(f"generate: wrote reference/{MANIFEST}: {len(manifest['files'])} files, "
+          f"{manifest['total_size']} bytes")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
