@@ -5,6 +5,7 @@ mmcv 1.6.0, mmdet 2.28.2 and mmengine 0.10.7 can be loaded here.
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -16,6 +17,7 @@ def _stub_torchvision() -> None:
     if 'torchvision' not in sys.modules:
         stub = types.ModuleType('torchvision')
         stub.__version__ = '0.0'
+        stub.__spec__ = importlib.machinery.ModuleSpec('torchvision', None)
         sys.modules['torchvision'] = stub
 
 
