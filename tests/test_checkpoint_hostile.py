@@ -1,0 +1,296 @@
+"""Hostile and broken inputs: each one a clear one-line error and no output file, and
+nothing in a file ever runs by default."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from compat_ema import checkpoint as C
+from compat_ema.cli import main as cli
+
+REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
+MMCV = REF / 'mmcv_epoch_normal.pth'
+
+
+class _RunsCommand:
+    """Unpickling this calls os.system (the classic pickle attack)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def _good():
+    return torch.load(MMCV, weights_only=True)
+
+
+def _no_output(tmp_path: Path, out: Path) -> None:
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')] == []
+
+
+@pytest.mark.parametrize('how', ['zip', 'legacy', 'bare-pickle'])
+def test_pickle_that_would_run_a_command(tmp_path, capsys, how):
+    marker = tmp_path / 'PWNED'
+    evil = tmp_path / 'evil.pth'
+    ck = _good()
+    ck['meta']['payload'] = _RunsCommand(marker)
+    if how == 'zip':
+        torch.save(ck, evil)
+    elif how == 'legacy':
+        torch.save(ck, evil, _use_new_zipfile_serialization=False)
+    else:
+        evil.write_bytes(pickle.dumps(ck, protocol=2))
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError) as err:
+        C.load(evil)
+    assert ('system' in str(err.value) and 'refused' in str(err.value)) or how == 'bare-pickle'
+    with pytest.raises(C.CheckpointError):
+        C.convert(evil, out, to='mmengine')
+    with pytest.raises(C.CheckpointError):
+        C.export_ema(evil, out)
+    assert cli(['convert', str(evil), str(out), '--to', 'mmengine']) == 1
+    err_line = capsys.readouterr().err.strip()
+    assert err_line.startswith('compat-ema convert: error:') and '\n' not in err_line
+    if how != 'bare-pickle':
+        rep = C.inspect(evil)       # described, with the payload as an inert placeholder
+        assert not rep.safe and any('system' in s for s in rep.suspicious)
+        assert rep.generation == 'mmcv'
+        assert cli(['inspect', str(evil)]) == 1
+        assert 'SUSPICIOUS' in capsys.readouterr().out
+    assert not marker.exists()
+    _no_output(tmp_path, out)
+
+
+def test_truncated_file(tmp_path):
+    data = MMCV.read_bytes()
+    bad = tmp_path / 'cut.pth'
+    bad.write_bytes(data[:len(data) // 2])
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match='truncated or corrupt'):
+        C.convert(bad, out, to='mmengine')
+    with pytest.raises(C.CheckpointError, match='truncated or corrupt'):
+        C.inspect(bad)
+    _no_output(tmp_path, out)
+
+
+def test_truncated_legacy_file(tmp_path):
+    old = tmp_path / 'old.pth'
+    torch.save(_good(), old, _use_new_zipfile_serialization=False)
+    data = old.read_bytes()
+    old.write_bytes(data[:len(data) - 40])
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match='truncated or corrupt legacy'):
+        C.convert(old, out, to='mmengine')
+    _no_output(tmp_path, out)
+
+
+def test_zip_that_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / 'notes.pth'
+    with zipfile.ZipFile(bad, 'w') as z:
+        z.writestr('readme.txt', 'hello')
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match='not a torch checkpoint'):
+        C.convert(bad, out, to='mmcv')
+    _no_output(tmp_path, out)
+
+
+def test_empty_file(tmp_path, capsys):
+    bad = tmp_path / 'empty.pth'
+    bad.write_bytes(b'')
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match='empty file'):
+        C.convert(bad, out, to='mmengine')
+    assert cli(['inspect', str(bad)]) == 1
+    assert 'empty file' in capsys.readouterr().err
+    _no_output(tmp_path, out)
+
+
+def test_text_file(tmp_path):
+    bad = tmp_path / 'x.pth'
+    bad.write_text('not a checkpoint at all\n')
+    with pytest.raises(C.CheckpointError, match='not a torch checkpoint'):
+        C.load(bad)
+
+
+def test_missing_state_dict(tmp_path):
+    bad = tmp_path / 'nostate.pth'
+    torch.save({'meta': {'epoch': 1, 'iter': 3}, 'optimizer': {}}, bad)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match="no 'state_dict'"):
+        C.convert(bad, out, to='mmengine')
+    rep = C.inspect(bad)
+    assert rep.problems and "no 'state_dict'" in rep.problems[0]
+    _no_output(tmp_path, out)
+
+
+def test_shape_mismatch_legacy(tmp_path):
+    ck = _good()
+    ck['state_dict']['ema_fc_weight'] = torch.zeros(2, 4)
+    bad = tmp_path / 'shape.pth'
+    torch.save(ck, bad)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match=r'shape mismatch: fc.weight .*ema_fc_weight'):
+        C.convert(bad, out, to='mmengine')
+    _no_output(tmp_path, out)
+
+
+def test_shape_mismatch_mmengine(tmp_path):
+    eng = tmp_path / 'e.pth'
+    C.convert(MMCV, eng, to='mmengine')
+    ck = torch.load(eng, weights_only=True)
+    ck['ema_state_dict']['module.bn.bias'] = torch.zeros(4)
+    torch.save(ck, eng)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match=r'shape mismatch.*bn.bias'):
+        C.convert(eng, out, to='mmcv')
+    _no_output(tmp_path, out)
+
+
+def test_ambiguous_ema_keys(tmp_path):
+    sd = OrderedDict([('ema_a_b_c', torch.ones(2)), ('a.b_c', torch.ones(2)),
+                      ('a_b.c', torch.ones(2))])
+    bad = tmp_path / 'amb.pth'
+    torch.save({'meta': {'epoch': 1, 'iter': 1}, 'state_dict': sd}, bad)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match=r"ambiguous EMA key 'ema_a_b_c'.*a\.b_c.*a_b\.c"):
+        C.convert(bad, out, to='mmengine')
+    _no_output(tmp_path, out)
+
+
+def test_duplicate_model_keys_given(tmp_path):
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match='duplicate model keys'):
+        C.convert(MMCV, out, to='mmengine', model_keys=['fc.weight', 'fc.weight'])
+    _no_output(tmp_path, out)
+
+
+def test_orphan_ema_key(tmp_path):
+    ck = _good()
+    ck['state_dict']['ema_head_weight'] = torch.zeros(3)
+    bad = tmp_path / 'orphan.pth'
+    torch.save(ck, bad)
+    with pytest.raises(C.CheckpointError, match=r"EMA keys \['ema_head_weight'\] match no model"):
+        C.convert(bad, tmp_path / 'out.pth', to='mmengine')
+
+
+def test_unexpected_keys_in_ema_state_dict(tmp_path):
+    eng = tmp_path / 'e.pth'
+    C.convert(MMCV, eng, to='mmengine')
+    ck = torch.load(eng, weights_only=True)
+    ck['ema_state_dict']['fc.weight'] = ck['ema_state_dict']['module.fc.weight']
+    torch.save(ck, eng)
+    with pytest.raises(C.CheckpointError, match=r"unexpected keys in ema_state_dict: \['fc.weight'\]"):
+        C.convert(eng, tmp_path / 'out.pth', to='mmcv')
+
+
+@pytest.mark.parametrize('where', ['state_dict', 'steps', 'ema_state_dict'])
+def test_non_tensor_values(tmp_path, where):
+    eng = tmp_path / 'e.pth'
+    C.convert(MMCV, eng, to='mmengine')
+    ck = torch.load(eng, weights_only=True)
+    if where == 'state_dict':
+        ck['state_dict']['fc.weight'] = [[0.0] * 4] * 3
+        match = r"state_dict\['fc.weight'\] is a list, expected a tensor"
+    elif where == 'steps':
+        ck['ema_state_dict']['steps'] = 6
+        match = r"ema_state_dict\['steps'\] is 6, expected an integer tensor"
+    else:
+        ck['ema_state_dict']['module.bn.weight'] = 'x'
+        match = r"ema_state_dict\['module.bn.weight'\] is a str, expected a tensor"
+    torch.save(ck, eng)
+    out = tmp_path / 'out.pth'
+    with pytest.raises(C.CheckpointError, match=match):
+        C.convert(eng, out, to='mmcv')
+    with pytest.raises(C.CheckpointError, match=match):
+        C.export_ema(eng, out)
+    _no_output(tmp_path, out)
+
+
+def test_non_tensor_in_legacy_state_dict(tmp_path):
+    ck = _good()
+    ck['state_dict']['ema_fc_bias'] = 0.5
+    bad = tmp_path / 'b.pth'
+    torch.save(ck, bad)
+    with pytest.raises(C.CheckpointError, match=r"state_dict\['ema_fc_bias'\] is a float"):
+        C.convert(bad, tmp_path / 'out.pth', to='mmengine')
+
+
+def test_bad_meta_counter(tmp_path):
+    ck = _good()
+    ck['meta']['iter'] = '6'
+    bad = tmp_path / 'b.pth'
+    torch.save(ck, bad)
+    with pytest.raises(C.CheckpointError, match=r"meta\['iter'\] is '6', expected an int"):
+        C.convert(bad, tmp_path / 'out.pth', to='mmengine')
+
+
+# ----------------------------------------------------------------------------- writing
+def test_refuses_to_overwrite_input(tmp_path):
+    src = tmp_path / 'in.pth'
+    src.write_bytes(MMCV.read_bytes())
+    before = src.read_bytes()
+    with pytest.raises(C.CheckpointError, match='is the input'):
+        C.convert(src, src, to='mmengine', force=True)
+    link = tmp_path / 'link.pth'
+    link.symlink_to(src)
+    with pytest.raises(C.CheckpointError, match='is the input'):
+        C.convert(src, link, to='mmengine', force=True)
+    hard = tmp_path / 'hard.pth'
+    os.link(src, hard)
+    with pytest.raises(C.CheckpointError, match='is the input'):
+        C.export_ema(src, hard, force=True)
+    assert src.read_bytes() == before
+
+
+def test_existing_output_needs_force(tmp_path, capsys):
+    out = tmp_path / 'out.pth'
+    out.write_bytes(b'keep me')
+    with pytest.raises(C.CheckpointError, match='exists'):
+        C.convert(MMCV, out, to='mmengine')
+    assert out.read_bytes() == b'keep me'
+    assert cli(['export-ema', str(MMCV), str(out), '-q']) == 1
+    assert out.read_bytes() == b'keep me'
+    assert cli(['export-ema', str(MMCV), str(out), '-q', '--force']) == 0
+    assert list(torch.load(out, weights_only=True))[0] == 'fc.weight'
+
+
+def test_missing_output_directory(tmp_path):
+    with pytest.raises(C.CheckpointError, match='does not exist'):
+        C.convert(MMCV, tmp_path / 'no' / 'out.pth', to='mmengine')
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    out = tmp_path / 'out.pth'
+    out.write_bytes(b'old')
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)          # the bytes are written ...
+        raise OSError('disk full')           # ... and then the write fails
+
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(OSError, match='disk full'):
+        C.convert(MMCV, out, to='mmengine', force=True)
+    assert out.read_bytes() == b'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pth']
+
+
+def test_trust_is_a_full_unpickle(tmp_path):
+    """trust=True hands the file to torch.load(weights_only=False): a benign class loads."""
+    ck = _good()
+    ck['meta']['payload'] = OrderedDict(a=1)
+    ck['meta']['fraction'] = __import__('fractions').Fraction(1, 3)
+    f = tmp_path / 'f.pth'
+    torch.save(ck, f)
+    with pytest.raises(C.UnsafeCheckpointError, match='fractions.Fraction'):
+        C.load(f)
+    assert C.load(f, trust=True)['meta']['fraction'] == __import__('fractions').Fraction(1, 3)
