@@ -55,6 +55,7 @@ class Migration:
     notes: List[str] = field(default_factory=list)
     iters: int = DEFAULT_ITERS
     iters_from: str = 'default'
+    out: str = ''
 
     @property
     def changed(self) -> bool:
@@ -141,7 +142,7 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
     if not n_iters:
         n_iters, iters_from = DEFAULT_ITERS, 'default (pass --iters for your run length)'
     mig = Migration(source=loaded.path, mode=mode, text=main.text, iters=n_iters,
-                    iters_from=iters_from)
+                    iters_from=iters_from, out=out)
     found, unknown, elsewhere = find_ema_hooks(loaded, generation)
     mig.unknown = unknown
     if unknown and not keep_unknown:
@@ -312,5 +313,8 @@ def _verify(mig: Migration, new_entries: Dict[int, Dict[str, Any]], old_list: Li
 
 def write_migration(mig: Migration, out: str, force: bool = False) -> str:
     """Write ``mig.text`` to ``out`` atomically; never the input, never over a file without ``force``."""
+    if os.path.dirname(os.path.abspath(out)) != os.path.dirname(mig.out):
+        raise ValueError(f'this migration was computed for {mig.out} (relative _base_ paths '
+                         f'resolve from there); call migrate_config(..., out={out!r})')
     check_output(out, force=force, inputs=[mig.source])
     return atomic_write_text(out, mig.text, force=force, inputs=[mig.source])

@@ -139,7 +139,7 @@ def _pick_exp_replacement(spec: HookSpec, iters: int):
     from .schedule import momentum_schedule
     a = spec.resolved()
     T, m = a['total_iter'], a['momentum']
-    legacy = momentum_schedule(spec, iters)
+    legacy = momentum_schedule(spec, iters, explain=False)
     options = []
     for g in dict.fromkeys([exp_to_annealing_gamma(T), max(1, round(T / 4)),
                             max(1, round(T / 20))]):
@@ -153,7 +153,8 @@ def _pick_exp_replacement(spec: HookSpec, iters: int):
         entry['interval'] = k
         if k > 1:
             entry['begin_iter'] = k
-        d = weight_distance(legacy, momentum_schedule(classify(entry, 'mmengine'), iters))
+        d = weight_distance(legacy, momentum_schedule(classify(entry, 'mmengine'), iters,
+                                                      explain=False))
         table.append((g, name, d))
     best = min(table, key=lambda r: r[2])
     return best[0], [(name, d) for _, name, d in table]

@@ -30,8 +30,7 @@ interval``, a warm-up that never bites, the gating offsets).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from .hookspec import HookSpec
 
@@ -39,8 +38,7 @@ __all__ = ['Step', 'momentum_schedule', 'schedule_notes', 'format_table', 'plot_
            'MatplotlibMissing']
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What a hook does after training iteration ``iter`` (0-based)."""
 
     iter: int
@@ -49,31 +47,32 @@ class Step:
     formula: str = ''
 
 
-def _legacy_step(kind: str, a: Dict, t: int, gate_iter: Optional[int] = None) -> Step:
+def _legacy_step(kind: str, a: Dict, t: int, explain: bool = True) -> Step:
     """The legacy hook's decision at iteration ``t``."""
     m, k = a['momentum'], a['interval']
-    g = t if gate_iter is None else gate_iter
     if kind in ('mmcv.EMAHook', 'LegacyMMCVEMA'):
-        if g % k != 0:
-            return Step(t, 'skip', 0.0, f'iter % {k} = {g % k}')
-        return _linear(t, m ** k, a['warm_up'])
-    if (g + 1) % k != 0:
-        return Step(t, 'skip', 0.0, f'(iter+1) % {k} = {(g + 1) % k}')
+        if t % k != 0:
+            return Step(t, 'skip', 0.0, f'iter % {k} = {t % k}' if explain else '')
+        return _linear(t, m ** k, a['warm_up'], explain)
+    if (t + 1) % k != 0:
+        return Step(t, 'skip', 0.0, f'(iter+1) % {k} = {(t + 1) % k}' if explain else '')
     if kind in ('mmdet.ExpMomentumEMAHook', 'LegacyExpMomentumEMA'):
         T = a['total_iter']
         val = (1 - m) * math.exp(-(1 + t) / T) + m
-        return Step(t, 'update', val, f'(1-{m:g})*exp(-{1 + t}/{T})+{m:g}')
+        return Step(t, 'update', val, f'(1-{m:g})*exp(-{1 + t}/{T})+{m:g}' if explain else '')
     if kind in ('mmdet.LinearMomentumEMAHook', 'LegacyLinearMomentumEMA'):
-        return _linear(t, m ** k, a['warm_up'])
+        return _linear(t, m ** k, a['warm_up'], explain)
     return Step(t, 'update', m, 'momentum')  # BaseEMAHook / LegacyMMDetEMA
 
 
-def _linear(t: int, mk: float, warm_up) -> Step:
+def _linear(t: int, mk: float, warm_up, explain: bool = True) -> Step:
     if warm_up + t == 0:
         raise ValueError(f'warm_up={warm_up}: (1 + iter) / (warm_up + iter) divides by zero at '
                          f'iter {t} (upstream raises ZeroDivisionError)')
     cap = (1 + t) / (warm_up + t)
     val = min(mk, cap)
+    if not explain:
+        return Step(t, 'update', val, '-> ' + ('m' if val == mk else 'cap'))
     side = 'momentum**interval' if val == mk else 'warm-up cap'
     return Step(t, 'update', val, f'min({mk:.6g}, {1 + t}/{warm_up + t}={cap:.6g}) -> {side}')
 
@@ -83,19 +82,20 @@ _LEGACY_TYPES = {'LegacyMMCVEMA': 'mmcv.EMAHook', 'LegacyMMDetEMA': 'mmdet.BaseE
                  'LegacyLinearMomentumEMA': 'mmdet.LinearMomentumEMAHook'}
 
 
-def momentum_schedule(spec: HookSpec, iters: int, iters_per_epoch: Optional[int] = None
-                      ) -> List[Step]:
+def momentum_schedule(spec: HookSpec, iters: int, iters_per_epoch: Optional[int] = None,
+                      explain: bool = True) -> List[Step]:
     """The decision and effective momentum of ``spec`` at iterations ``0 .. iters-1``.
 
-    ``iters_per_epoch`` is needed only for mmengine's ``begin_epoch``.
+    ``iters_per_epoch`` is needed only for mmengine's ``begin_epoch``;
+    ``explain=False`` leaves the formula strings out (much faster).
     """
     if iters < 0:
         raise ValueError(f'iters must be >= 0, got {iters}')
     a = spec.resolved()
     _validate(spec, a)
     if spec.is_legacy:
-        return [_legacy_step(spec.kind, a, t) for t in range(iters)]
-    return _mmengine_schedule(spec, a, iters, iters_per_epoch)
+        return [_legacy_step(spec.kind, a, t, explain) for t in range(iters)]
+    return _mmengine_schedule(spec, a, iters, iters_per_epoch, explain)
 
 
 def _validate(spec: HookSpec, a: Dict) -> None:
@@ -117,7 +117,8 @@ def _validate(spec: HookSpec, a: Dict) -> None:
             raise ValueError(f'{ema_type}: gamma must be > 0, got {a["gamma"]!r}')
 
 
-def _mmengine_schedule(spec: HookSpec, a: Dict, iters: int, ipe: Optional[int]) -> List[Step]:
+def _mmengine_schedule(spec: HookSpec, a: Dict, iters: int, ipe: Optional[int],
+                       explain: bool = True) -> List[Step]:
     ema_type = spec.ema_type or 'ExponentialMovingAverage'
     by_epoch = a['begin_epoch'] > 0
     if by_epoch and not ipe:
@@ -134,20 +135,23 @@ def _mmengine_schedule(spec: HookSpec, a: Dict, iters: int, ipe: Optional[int]) 
             out.append(Step(t, 'hold', 1.0, f'not started ({why}): EMA := source'))
             continue
         if ema_type in _LEGACY_TYPES:
-            s = _legacy_step(_LEGACY_TYPES[ema_type], a, steps)
-            out.append(Step(t, s.action, s.momentum, s.formula + f' [steps={steps}]'))
+            s = _legacy_step(_LEGACY_TYPES[ema_type], a, steps, explain)
+            out.append(Step(t, s.action, s.momentum,
+                            s.formula + f' [steps={steps}]' if explain else s.formula))
         elif steps == 0:
             out.append(Step(t, 'copy', 1.0, 'steps == 0: first update copies'))
         elif steps % k != 0:
-            out.append(Step(t, 'skip', 0.0, f'steps % {k} = {steps % k}'))
+            out.append(Step(t, 'skip', 0.0, f'steps % {k} = {steps % k}' if explain else ''))
         else:
-            out.append(_averaged_step(t, ema_type, a, steps))
+            out.append(_averaged_step(t, ema_type, a, steps, explain))
         steps += 1
     return out
 
 
-def _averaged_step(t: int, ema_type: str, a: Dict, steps: int) -> Step:
+def _averaged_step(t: int, ema_type: str, a: Dict, steps: int, explain: bool = True) -> Step:
     m = a.get('momentum')
+    if not explain:
+        return Step(t, 'update', _averaged_momentum(ema_type, a, steps))
     if ema_type == 'ExponentialMovingAverage':
         return Step(t, 'update', m, 'momentum')
     if ema_type == 'MomentumAnnealingEMA':
@@ -163,6 +167,17 @@ def _averaged_step(t: int, ema_type: str, a: Dict, steps: int) -> Step:
         val = (1 - m) * math.exp(-float(1 + steps) / g) + m
         return Step(t, 'update', val, f'(1-{m:g})*exp(-{1 + steps}/{g})+{m:g}')
     raise ValueError(f'no schedule for ema_type {ema_type!r}')  # pragma: no cover
+
+
+def _averaged_momentum(ema_type: str, a: Dict, steps: int) -> float:
+    if ema_type == 'ExponentialMovingAverage':
+        return a['momentum']
+    if ema_type == 'MomentumAnnealingEMA':
+        return max(a['momentum'], a['gamma'] / (a['gamma'] + steps))
+    if ema_type == 'StochasticWeightAverage':
+        return 1 / float(steps // a['interval'] + 1)
+    m = a['momentum']
+    return (1 - m) * math.exp(-float(1 + steps) / a['gamma']) + m
 
 
 def schedule_notes(spec: HookSpec, steps: Sequence[Step]) -> List[str]:
