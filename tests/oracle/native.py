@@ -261,3 +261,147 @@ def bitwise_diff(a: dict, b: dict) -> list:
 def clone_model(model: nn.Module) -> nn.Module:
     """A deepcopy (two sources trained identically stay bitwise equal)."""
     return copy.deepcopy(model)
+
+
+# --------------------------------------------------------------------------------------------
+# Golden scenarios (reference/gen_native.py records them from the real classes; the default-env
+# test tests/test_native_golden.py replays them with compat_ema). Sources are *loaded* from the
+# recorded states at every step, so a replay depends on no RNG and no BatchNorm kernel.
+# --------------------------------------------------------------------------------------------
+def _spec(dtype='float32', **over) -> dict:
+    base = dict(d=3, h=4, o=2, bias=True, bn=True, bn_affine=True, tied=False, int_buffer=False,
+                nonpersistent=False, dtype=dtype)
+    base.update(over)
+    return base
+
+
+def golden_cases() -> list:
+    """The recorded scenarios: for each target, defaults, YOLOX-style, quirks, dtypes, hooks."""
+    out = []
+    for target in ('mmdet3', 'mmyolo'):
+        def add(name, **case):
+            case.setdefault('seed', 100 + len(out))
+            case.setdefault('n', 8)
+            case.setdefault('kw', {})
+            case.setdefault('driver', 'direct')
+            out.append(dict(name=f'{target}_{name}', target=target, **case))
+        add('defaults', spec=_spec())
+        add('yolox_native', spec=_spec(int_buffer=True),
+            kw=dict(momentum=0.0001, update_buffers=True))
+        add('fast_anneal_buffers', spec=_spec('float64', int_buffer=True, nonpersistent=True),
+            kw=dict(momentum=0.1, gamma=3, interval=2))
+        add('bfloat16_tied', spec=_spec('bfloat16', tied=True),
+            kw=dict(momentum=0.05, gamma=10, update_buffers=True), n=10)
+        add('bfloat16', spec=_spec('bfloat16', int_buffer=True), kw=dict(momentum=0.3, gamma=2))
+        add('other_model', spec=_spec(), kw=dict(momentum=0.2, gamma=5), driver='other')
+        add('hook_load_from', spec=_spec(int_buffer=True), n=10,
+            kw=dict(momentum=0.01, gamma=4, update_buffers=True), driver='hook',
+            begin_iter=2, events={'3': 'val', '5': 'load_from'})
+        add('hook_resume', spec=_spec(nonpersistent=True), n=10,
+            kw=dict(momentum=0.02, gamma=6), driver='hook', begin_iter=0,
+            events={'2': 'val', '4': 'resume'})
+    return out
+
+
+@torch.no_grad()
+def load_full_state(model: nn.Module, state: dict) -> None:
+    """Copy a :func:`full_state` dict into ``model`` in place (tensor objects are kept)."""
+    tensors = dict(model.state_dict(keep_vars=True))
+    for name, b in model.named_buffers():
+        tensors.setdefault(name, b)
+    for key, value in state.items():
+        tensors[key[:-3] if key.endswith('#np') else key].copy_(value)
+
+
+def source_states(case: dict, which: str = 'src') -> list:
+    """``n + 1`` source states (initial, then after each step) from the seeded training."""
+    seed = case['seed'] + (1 if which == 'arg' else 0)
+    model = build_model(case['spec'], seed)
+    states = [full_state(model)]
+    for step in make_steps(case['spec'], model, seed, case['n']):
+        apply_step(model, step)
+        states.append(full_state(model))
+    return states
+
+
+def _prefixed(prefix: str, state: dict) -> dict:
+    return {prefix + k: v for k, v in state.items()}
+
+
+def drive(case: dict, make_ema, make_hook, src: list, arg: list = None):
+    """Run ``case`` with the given factories; returns ``(labels, snapshots)``.
+
+    ``make_ema(model, **kw)`` builds the averaged model (drivers 'direct' and
+    'other'); ``make_hook(**kw)`` builds an mmengine-style ``EMAHook``
+    (driver 'hook'). ``src``/``arg``: the source states per step (``arg`` is
+    the other model passed to ``update_parameters`` by driver 'other').
+    """
+    labels, snaps = [], []
+    model = build_model(case['spec'], case['seed'])
+    load_full_state(model, src[0])
+    if case['driver'] in ('direct', 'other'):
+        other = None
+        if case['driver'] == 'other':
+            other = build_model(case['spec'], case['seed'] + 1)
+            load_full_state(other, arg[0])
+        ema = make_ema(model, **case['kw'])
+        labels.append('init')
+        snaps.append({**_prefixed('ema.', full_state(ema)), **_prefixed('src.', src[0]),
+                      **(_prefixed('arg.', arg[0]) if other is not None else {})})
+        for t in range(1, case['n'] + 1):
+            load_full_state(model, src[t])
+            snap = _prefixed('src.', src[t])
+            if other is not None:
+                load_full_state(other, arg[t])
+                snap.update(_prefixed('arg.', arg[t]))
+            ema.update_parameters(model if other is None else other)
+            labels.append(f'iter {t - 1}')
+            snaps.append({**_prefixed('ema.', full_state(ema)), **snap})
+        return labels, snaps
+    import types
+    hook_kw = dict(case['kw'], begin_iter=case['begin_iter'])
+    hook = make_hook(**hook_kw)
+    runner = types.SimpleNamespace(model=model, iter=0, epoch=0, max_iters=case['n'],
+                                   max_epochs=1, _resume=False)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    labels.append('init')
+    snaps.append({**_prefixed('ema.', full_state(hook.ema_model)), **_prefixed('src.', src[0])})
+    for t in range(1, case['n'] + 1):
+        runner.iter = t - 1
+        load_full_state(runner.model, src[t])
+        hook.after_train_iter(runner, t - 1)
+        labels.append(f'iter {t - 1}')
+        snaps.append({**_prefixed('ema.', full_state(hook.ema_model)),
+                      **_prefixed('src.', src[t])})
+        event = case.get('events', {}).get(str(t - 1))
+        if event == 'val':
+            hook.before_val_epoch(runner)
+            labels.append(f'val swap {t - 1}')
+            snaps.append(_prefixed('swapped.', full_state(runner.model)))
+            hook.after_val_epoch(runner)
+        elif event in ('load_from', 'resume'):
+            ck = {'meta': {'iter': t}, 'state_dict': runner.model.state_dict()}
+            hook.before_save_checkpoint(runner, ck)
+            ck = copy.deepcopy(ck)
+            labels.append(f'checkpoint {t - 1}')
+            snaps.append({**_prefixed('ckpt.state_dict.', ck['state_dict']),
+                          **_prefixed('ckpt.ema_state_dict.', ck['ema_state_dict'])})
+            runner.model = build_model(case['spec'], case['seed'] + 7)
+            runner._resume = event == 'resume'
+            hook = make_hook(**hook_kw)
+            hook.before_run(runner)
+            hook.after_load_checkpoint(runner, ck)
+            runner.model.load_state_dict(ck['state_dict'])
+            labels.append(f'{event} {t - 1}')
+            snaps.append(_prefixed('ema.', full_state(hook.ema_model)))
+    return labels, snaps
+
+
+def states_from_snapshots(labels: list, snaps: list, prefix: str) -> list:
+    """The per-step source states recorded under ``prefix`` ('src.' or 'arg.') in a golden file."""
+    out = []
+    for label, snap in zip(labels, snaps):
+        if label == 'init' or label.startswith('iter '):
+            out.append({k[len(prefix):]: v for k, v in snap.items() if k.startswith(prefix)})
+    return out
