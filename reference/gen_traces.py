@@ -24,6 +24,9 @@ The harness (``compat_ema.testing.scenario.run_spec``) produces the same record;
 Workarounds (ORACLE.md): a torchvision stub; mmdet's ``ema.py`` loaded from its
 file; ``time.sleep`` made a no-op in the runner/loop modules only;
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` so mmengine can load its own checkpoints.
+Runs single-threaded (``torch.set_num_threads(1)``): float results of the
+BatchNorm forward/backward differ with the intra-op thread count, and one
+thread makes the records independent of the machine's core count.
 """
 from __future__ import annotations
 
@@ -534,7 +537,15 @@ def dumps(record_: Dict[str, Any]) -> str:
 def main(out_dir: pathlib.Path, names: Optional[List[str]] = None) -> List[pathlib.Path]:
     """Write ``out_dir/<scenario>.json`` for every scenario (or only ``names``); return the paths."""
     os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
-    out_dir = pathlib.Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise results depend on the intra-op thread count
+    try:
+        return _write_all(pathlib.Path(out_dir), names)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_all(out_dir: pathlib.Path, names: Optional[List[str]]) -> List[pathlib.Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in SCENARIOS:

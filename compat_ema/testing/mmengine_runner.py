@@ -706,6 +706,8 @@ class Runner:
     def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = 'cpu',
                         strict: bool = False, revise_keys: list = [(r'^module.', '')]) -> dict:
         """``torch.load``, then ``after_load_checkpoint``, then the model loads ``state_dict``."""
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f'{filename} can not be found.')
         checkpoint = torch.load(filename, map_location=map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self._ori_model()

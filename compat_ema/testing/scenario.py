@@ -15,6 +15,7 @@ record.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -32,7 +33,7 @@ from .models import TinyModel, make_loader
 from .trace import MMCVRecorder, MMEngineRecorder, Trace, hexf, state_digest
 
 __all__ = ['ScenarioResult', 'run_scenario', 'run_spec', 'summarize', 'summarize_checkpoint',
-           'RESUME_PATHS']
+           'RESUME_PATHS', 'single_thread']
 
 #: resume paths per framework: how a run starts from an earlier checkpoint
 RESUME_PATHS = {
@@ -289,8 +290,31 @@ _SPEC_KEYS = ('framework', 'runner', 'hooks', 'max_epochs', 'max_iters', 'workfl
               'val_interval', 'val_begin', 'val', 'test')
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run torch single-threaded inside the block (restoring the count after).
+
+    CPU float results of some kernels (BatchNorm's reductions here) depend on
+    the intra-op thread count; the reference traces are recorded with one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_spec(spec: Dict[str, Any], root: Optional[str] = None) -> Dict[str, Any]:
-    """Run a trace spec (``full`` run, then ``resumed`` if ``spec['resume']``); return the record."""
+    """Run a trace spec (``full`` run, then ``resumed`` if ``spec['resume']``); return the record.
+
+    Runs single-threaded (:func:`single_thread`), as ``reference/gen_traces.py`` does.
+    """
+    with single_thread():
+        return _run_spec(spec, root)
+
+
+def _run_spec(spec: Dict[str, Any], root: Optional[str]) -> Dict[str, Any]:
     root = tempfile.mkdtemp(prefix='compat-ema-spec-') if root is None else root
     kwargs = {k: copy.deepcopy(spec[k]) for k in _SPEC_KEYS if k in spec}
     full_dir = os.path.join(root, 'full')
