@@ -30,9 +30,11 @@ QUIET.propagate = False
 _COUNTER = itertools.count()
 
 
-@pytest.fixture
-def real_runners(monkeypatch):
-    """Import the real runners; patch time.sleep in their modules; allow mmengine resume."""
+def prepare(monkeypatch):
+    """Import the real runners; patch time.sleep in their modules; allow mmengine resume.
+
+    ``monkeypatch`` is pytest's fixture (or a ``_pytest.monkeypatch.MonkeyPatch``); returns the
+    previous torch thread count."""
     mmcv_runner = upstream.mmcv_hooks()
     upstream.mmdet_ema()
     import mmcv.runner.epoch_based_runner as ebr
@@ -49,9 +51,16 @@ def real_runners(monkeypatch):
     for name in ('mmengine', 'mmcv'):
         logging.getLogger(name).setLevel(logging.ERROR)
     _register_upstream_base_hook()
+    return threads
+
+
+@pytest.fixture
+def real_runners(monkeypatch):
+    """The real runners, ready (see :func:`prepare`), with compat's integrations imported."""
+    threads = prepare(monkeypatch)
     import compat_ema.integrations.mmcv  # noqa: F401
     import compat_ema.integrations.mmengine_plugin  # noqa: F401
-    yield mmcv_runner
+    yield upstream.mmcv_hooks()
     torch.set_num_threads(threads)
 
 
