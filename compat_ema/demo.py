@@ -1,9 +1,18 @@
-"""``compat-ema demo``: one tiny training, three EMA generations side by side.
+"""``compat-ema demo``: three EMA generations side by side, then a legacy config migrated.
 
-A built-in model (Linear + BatchNorm) is trained for a few epochs with the
-same data and optimizer under each generation's EMA; the table shows, per
-iteration, the effective momentum each generation used (``-`` when it skipped
-the update, ``copy`` for mmengine's first update) and its EMA of ``fc.weight[0, 0]``.
+Part 1 (:func:`generations_table`): a built-in model (Linear + BatchNorm) is
+trained for a few epochs with the same data and optimizer under each
+generation's EMA; the table shows, per iteration, the effective momentum each
+generation used (``-`` when it skipped the update, ``copy`` for mmengine's
+first update) and its EMA of ``fc.weight[0, 0]``.
+
+Part 2 (:func:`showcase`, in :mod:`compat_ema.demo_showcase`): two built-in
+legacy configs (a YOLOX-style ``ExpMomentumEMAHook`` at priority 49 and an
+mmcv ``EMAHook``) are trained briefly in the fake mmcv runner, migrated with
+``--exact`` and ``--native``, re-trained in the fake mmengine Runner, and the
+EMA weights compared at every epoch; the configs, checkpoints (converted to
+mmengine's layout, and the EMA weights exported) and a momentum plot are
+written to a directory.
 """
 from __future__ import annotations
 
@@ -88,8 +97,8 @@ def _momentum_used(name: str, hook, it: int) -> Optional[float]:
     return hook.ema_model.momentum if steps % hook.ema_model.interval == 0 else None
 
 
-def main(epochs: int = 3, iters_per_epoch: int = 4) -> str:
-    """Run the demo and return the printed table."""
+def generations_table(epochs: int = 3, iters_per_epoch: int = 4) -> str:
+    """Part 1: each generation's momentum and EMA of ``fc.weight[0, 0]`` per iteration."""
     hooks: Dict[str, object] = {
         'mmcv': MmcvEMAHook(momentum=0.2, interval=1, warm_up=4),
         'mmdet': ExpMomentumEMAHook(momentum=0.2, total_iter=4),
@@ -110,6 +119,29 @@ def main(epochs: int = 3, iters_per_epoch: int = 4) -> str:
             m = '-' if used is None else ('copy' if name == 'mmengine' and used == 1.0 else f'{used:.4f}')
             cells.append(f'{m:>8} {ema:>10.6f}')
         lines.append(f'{it:>4} | ' + ' | '.join(cells))
-    text = '\n'.join(lines)
-    print(text)
+    return '\n'.join(lines)
+
+
+def main(epochs: int = 3, iters_per_epoch: int = 4, out: Optional[str] = 'compat-ema-demo',
+         force: bool = False) -> str:
+    """Run the demo, print it and return the printed text.
+
+    ``out=None`` runs part 1 only (nothing written). Runs on one intra-op
+    thread: the tensors are tiny, and thread pools only add contention.
+    """
+    if out is not None:  # refuse a foreign directory before doing anything
+        from .demo_showcase import prepare_out
+        out = prepare_out(out, force=force)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        text = generations_table(epochs, iters_per_epoch)
+        print(text)
+        if out is not None:
+            from .demo_showcase import showcase
+            print()
+            more = showcase(out, force=force)
+            text += '\n\n' + more
+    finally:
+        torch.set_num_threads(threads)
     return text
