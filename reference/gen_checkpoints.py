@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import types
+import uuid
 from typing import Dict, List
 
 import torch
@@ -224,7 +225,7 @@ def _mmengine_run(work: pathlib.Path, loop: str, with_ema: bool) -> dict:
                     train_cfg=train_cfg, default_hooks=dict(checkpoint=ckpt, logger=None, sampler_seed=None),
                     custom_hooks=hooks + [Capture()], randomness=dict(seed=SEED),
                     default_scope='mmengine', log_level='ERROR',
-                    experiment_name=f'gen_{loop}_{int(with_ema)}')
+                    experiment_name=f'gen_{loop}_{int(with_ema)}_{uuid.uuid4().hex[:8]}')
     runner.train()
     logging.getLogger('mmengine').handlers.clear()
     return dict(path=work / name, captured=captured, model=model)

@@ -41,6 +41,14 @@ def _fake_mmengine():
     for n in names:
         sys.modules[n] = types.ModuleType(n)
     sys.modules['mmengine.logging.history_buffer'].HistoryBuffer = _HistoryBuffer
+    try:  # files written under numpy 2 name numpy._core; numpy 1.x calls it numpy.core
+        import numpy._core.multiarray  # noqa: F401
+    except ImportError:
+        import numpy.core.multiarray
+        for n in ('numpy._core', 'numpy._core.multiarray'):
+            saved.setdefault(n, sys.modules.get(n))
+        sys.modules['numpy._core'] = sys.modules['numpy.core']
+        sys.modules['numpy._core.multiarray'] = numpy.core.multiarray
     try:
         yield
     finally:

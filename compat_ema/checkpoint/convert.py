@@ -46,7 +46,7 @@ def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, 
     """Load ``path`` safely and parse it (see :func:`.formats.parse` for the options)."""
     try:
         return parse(load(path, trust=trust), model_keys=model_keys, priority=priority,
-                     by_epoch=by_epoch)
+                     by_epoch=by_epoch, filename=Path(path).name)
     except CheckpointError as exc:
         msg = str(exc)
         if not msg.startswith(str(path)):

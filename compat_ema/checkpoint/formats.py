@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -124,7 +124,7 @@ def guess_param_keys(sd: Dict[str, torch.Tensor]) -> List[str]:
             if v.is_floating_point() and not k.rsplit('.', 1)[-1] in BUFFER_SUFFIXES]
 
 
-def detect_generation(ckpt: dict) -> (str, List[str]):
+def detect_generation(ckpt: dict) -> Tuple[str, List[str]]:
     """Which layout wrote ``ckpt``: ``('mmengine'|'legacy', evidence)``."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'the file holds a {type(ckpt).__name__}, not a checkpoint dict')
@@ -170,7 +170,8 @@ def _written_as(meta: dict) -> dict:
     return stamp
 
 
-def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str]) -> bool:
+def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str],
+                     filename: Optional[str] = None) -> bool:
     if explicit is not None:
         ev.append(f'runner: {"epoch" if explicit else "iter"}-based (given)')
         return explicit
@@ -188,6 +189,15 @@ def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str]) -> boo
         if name.startswith('epoch_'):
             ev.append(f'runner: EpochBasedRunner (meta.hook_msgs.last_ckpt = {name!r})')
             return True
+    m = re.fullmatch(r'(iter|epoch)_(\d+)\.pth', filename or '')
+    if m and m.group(1) == 'iter' and int(m.group(2)) == meta.get('iter', -2) + 1:
+        ev.append(f'runner: IterBasedRunner (file name {filename!r} with meta iter '
+                  f'{meta["iter"]} = N - 1, mmcv CheckpointHook by_epoch=False)')
+        return False
+    if m and m.group(1) == 'epoch' and int(m.group(2)) == meta.get('epoch'):
+        ev.append(f'runner: EpochBasedRunner (file name {filename!r} with meta epoch '
+                  f'{meta["epoch"]})')
+        return True
     cfg = _config_text(meta)
     if 'IterBasedRunner' in cfg:
         ev.append("runner: IterBasedRunner (named in meta.config)")
@@ -240,14 +250,14 @@ def _legacy_swapped(sd, pairs, meta, by_epoch, explicit_priority, ev) -> bool:
     return False
 
 
-def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev) -> EMACheckpoint:
+def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename) -> EMACheckpoint:
     sd = _tensor_dict(ckpt['state_dict'], 'state_dict')
     model, pairs = match_ema_keys(list(sd), model_keys)
     for m, e in pairs.items():
         _check_pair(sd[m], sd[e], m, e)
     if 'epoch' not in meta or 'iter' not in meta:
         raise CheckpointError("meta lacks 'epoch'/'iter' (mmcv save_checkpoint always writes both)")
-    by_epoch = _legacy_by_epoch(meta, by_epoch, ev)
+    by_epoch = _legacy_by_epoch(meta, by_epoch, ev, filename)
     swapped = _legacy_swapped(sd, pairs, meta, by_epoch, priority, ev) if pairs else None
     raw: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     ema: "OrderedDict[str, torch.Tensor]" = OrderedDict()
@@ -268,6 +278,12 @@ def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev) -> EMACheckpoi
                   'skip_buffers=True')
     elif pairs:
         ev.append('parameters only: mmcv EMAHook (or mmdet with skip_buffers=True)')
+    notes = []
+    if pairs and not by_epoch and (priority is None or not swapped_by_priority(priority)):
+        notes.append('IterBasedRunner: an EMA hook at priority >= 50 (NORMAL) updates after '
+                     'CheckpointHook has saved, so the EMA here may be one update behind the raw '
+                     'weights (the saving iteration\'s update is missing; nothing can recreate '
+                     'it). Pass priority 49 if the hook ran before CheckpointHook')
     iters = meta['iter'] if by_epoch else meta['iter'] + 1
     epochs = meta['epoch'] if by_epoch else 0
     params = None
@@ -279,7 +295,7 @@ def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev) -> EMACheckpoi
         iters_done=iters, epochs_done=epochs, optimizer=ckpt.get('optimizer'),
         has_optimizer='optimizer' in ckpt, extras=extras, top_order=list(ckpt),
         state_dict_order=list(sd), ema_keys=dict(pairs), ema_in_params=swapped,
-        param_keys=params, evidence=ev)
+        param_keys=params, evidence=ev, notes=notes)
 
 
 def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
@@ -342,16 +358,18 @@ def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
 
 
 def parse(ckpt: Any, model_keys: Optional[Sequence[str]] = None, priority=None,
-          by_epoch: Optional[bool] = None) -> EMACheckpoint:
+          by_epoch: Optional[bool] = None, filename: Optional[str] = None) -> EMACheckpoint:
     """Read a loaded checkpoint dict of any generation into an :class:`EMACheckpoint`.
 
     ``model_keys``: the model's ``state_dict()`` keys (legacy files; otherwise
     found by elimination). ``priority``: the legacy EMA hook's priority, when
     the file cannot tell which side holds the EMA. ``by_epoch``: the legacy
-    runner kind, when the file cannot tell.
+    runner kind, when the file cannot tell. ``filename``: the file's base name
+    (mmcv's ``iter_N.pth`` / ``epoch_N.pth`` is evidence of the runner kind when
+    it agrees with meta).
     """
     gen, ev = detect_generation(ckpt)
     meta = _meta(ckpt)
     if gen == 'mmengine':
         return _parse_mmengine(ckpt, meta, ev)
-    return _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev)
+    return _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename)

@@ -136,7 +136,8 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
             pass
     rep.num_bytes = sum(storages.values())
     try:
-        ck = parse(ckpt, model_keys=model_keys, priority=priority, by_epoch=by_epoch)
+        ck = parse(ckpt, model_keys=model_keys, priority=priority, by_epoch=by_epoch,
+                   filename=path.name)
     except CheckpointError as exc:
         rep.problems.append(str(exc))
         return rep

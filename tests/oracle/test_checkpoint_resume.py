@@ -158,3 +158,80 @@ def test_mmdet_to_mmengine_resume_keeps_averaged_buffers(real_runners, data, tmp
     esd = ema_hook_of(eng).ema_model.module.state_dict()
     assert_bitwise(raw_ref, {k: msd[k] for k in float_keys}, 'raw weights and BN statistics')
     assert_bitwise(ema_ref, {k: esd[k] for k in float_keys}, 'EMA of weights and BN statistics')
+
+
+def test_mmcv_iter_runner_to_mmengine_iter_loop(real_runners, data, tmp_path, monkeypatch):
+    """IterBasedRunner ``iter_2.pth`` (meta iter 1 = done - 1), EMA hook at priority 49 (before
+    CheckpointHook) -> mmengine IterBasedTrainLoop at iter 2 (it skips the 2 used batches): raw
+    and EMA continue bitwise (LegacyMMCVEMA)."""
+    weights, batches = data
+    hook = dict(EMA_MMCV, priority=49)
+    full = run_mmcv(tmp_path / 'full', weights, batches, [hook], by_epoch=False, max_iters=4)
+    run_mmcv(tmp_path / 'part', weights, batches, [hook], by_epoch=False, max_iters=2,
+             ckpt_interval=2)
+    src = tmp_path / 'part' / 'iter_2.pth'
+    assert torch.load(src, weights_only=True)['meta']['iter'] == 1
+    conv = tmp_path / 'converted.pth'
+    res = C.convert(src, conv, to='mmengine')
+    assert any("file name 'iter_2.pth'" in e for e in res.evidence)
+    ck = torch.load(conv, weights_only=True)
+    assert (ck['meta']['epoch'], ck['meta']['iter'], int(ck['ema_state_dict']['steps'])) == \
+        (0, 2, 2)
+    sd = full.model.state_dict()      # IterBasedRunner never swaps: params raw, ema_* EMA
+    raw_ref = {k: sd[k] for k in PARAMS}
+    ema_ref = {k: sd[ema_name(k)] for k in PARAMS}
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+    eng = run_engine(tmp_path / 'eng', weights, batches,
+                     [dict(type='EMAHook', ema_type='LegacyMMCVEMA', momentum=0.2, warm_up=1)],
+                     by_epoch=False, max_iters=4, load_from=str(conv), resume=True,
+                     ckpt=dict(type='CheckpointHook', interval=10, by_epoch=False))
+    assert eng.iter == 4
+    raw, ema, _ = engine_final(eng)
+    assert_bitwise(raw_ref, raw, 'raw weights')
+    assert_bitwise(ema_ref, ema, 'EMA (LegacyMMCVEMA)')
+
+
+def test_mmcv_iter_runner_normal_priority_ema_lags_one_update(real_runners, data, tmp_path):
+    """The documented difference: under IterBasedRunner a NORMAL EMA hook runs after
+    CheckpointHook in after_train_iter, so ``iter_N.pth`` holds the EMA of N-1 updates next to
+    the raw weights of N steps. The saved EMA equals what a priority-49 hook saved one
+    iteration earlier; no converter can recreate the missing update."""
+    weights, batches = data
+    run_mmcv(tmp_path / 'normal', weights, batches, [EMA_MMCV], by_epoch=False, max_iters=2)
+    run_mmcv(tmp_path / 'p49', weights, batches, [dict(EMA_MMCV, priority=49)],
+             by_epoch=False, max_iters=2)
+    normal2 = torch.load(tmp_path / 'normal' / 'iter_2.pth', weights_only=True)['state_dict']
+    p49_1 = torch.load(tmp_path / 'p49' / 'iter_1.pth', weights_only=True)['state_dict']
+    p49_2 = torch.load(tmp_path / 'p49' / 'iter_2.pth', weights_only=True)['state_dict']
+    assert_bitwise({k: p49_1[ema_name(k)] for k in PARAMS},
+                   {k: normal2[ema_name(k)] for k in PARAMS}, 'lagging EMA')
+    assert_bitwise({k: p49_2[k] for k in PARAMS}, {k: normal2[k] for k in PARAMS}, 'raw')
+    rep = C.inspect(tmp_path / 'normal' / 'iter_2.pth')
+    assert any('one update behind' in n for n in rep.notes)
+
+
+def test_mmengine_to_mmdet_resume(real_runners, data, tmp_path, monkeypatch):
+    """mmengine + LegacyExpMomentumEMA(update_buffers=True) -> mmdet 2.x layout (skip_buffers
+    detected False), resumed by the real ExpMomentumEMAHook(resume_from=...): weights, BN
+    statistics and their EMA continue bitwise."""
+    weights, batches = data
+    hook = dict(type='EMAHook', ema_type='LegacyExpMomentumEMA', momentum=0.2, total_iter=5,
+                update_buffers=True)
+    full = run_engine(tmp_path / 'full', weights, batches, [hook], max_epochs=2)
+    run_engine(tmp_path / 'part', weights, batches, [hook], max_epochs=1)
+    conv = tmp_path / 'converted.pth'
+    res = C.convert(tmp_path / 'part' / 'epoch_1.pth', conv, to='mmdet')
+    assert any('skip_buffers=False' in e for e in res.evidence)
+    float_keys = PARAMS + ['bn.running_mean', 'bn.running_var']
+    msd = full.model.state_dict()
+    esd = ema_hook_of(full).ema_model.module.state_dict()
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+    mm = run_mmcv(tmp_path / 'mmdet', make_weights(3, True, seed=7), batches,
+                  [dict(type='ExpMomentumEMAHook', momentum=0.2, total_iter=5,
+                        resume_from=str(conv), priority=49)], max_epochs=2)
+    assert (mm.iter, mm.epoch) == (6, 2)
+    sd = mm.model.state_dict()        # after the last swap: model = EMA, ema_* = raw
+    assert_bitwise({k: msd[k] for k in float_keys}, {k: sd[ema_name(k)] for k in float_keys},
+                   'raw weights and BN statistics')
+    assert_bitwise({k: esd[k] for k in float_keys}, {k: sd[k] for k in float_keys},
+                   'EMA of weights and BN statistics')
