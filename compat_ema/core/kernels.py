@@ -5,34 +5,55 @@ Each function has two paths that give bitwise-equal results:
 * the *faithful* path: a Python loop issuing exactly the per-tensor ops of the
   upstream code (``mul_`` then ``add_(alpha=)`` for mmcv/mmdet, ``lerp_`` for
   mmengine, ``add_(src - avg, alpha=)`` for SWA, clone + two copies for swaps);
-* the *fast* path: the same ops as multi-tensor ``torch._foreach_*`` calls,
-  grouped by (device, dtype), so one C++ call does the work of the loop.
+* the *fast* path: the same per-tensor ops issued as multi-tensor
+  ``torch._foreach_*`` calls, grouped by (device, dtype), so one C++ call does
+  the work of the loop. On CPU a foreach call runs the very same per-tensor
+  kernel for each tensor (so every element takes the same vectorised or scalar
+  code path as upstream's loop); on CUDA it uses the fused multi-tensor kernel,
+  whose per-element arithmetic is checked against the loop by the ``gpu`` tests.
 
 Set ``COMPAT_EMA_FAITHFUL=1`` in the environment, call :func:`set_fast_path`,
 or pass ``fast=False`` to rule the fast path out. The fast path falls back to
 the faithful loop whenever two destination tensors share memory (tied weights
 seen through ``state_dict()``), because the upstream loop applies the update
 to such memory twice, in order, and a multi-tensor kernel need not.
+
+Swaps (:func:`swap_`) additionally *exchange storage* instead of copying when
+nobody else can see the difference; see :func:`exchangeable`. Set
+``COMPAT_EMA_SWAP=copy`` or call :func:`set_exchange_swap` to always copy
+(e.g. when a captured CUDA graph reads parameters by raw address).
+
+No flattened or chunked single-pass variant is used: measured on the
+reference machine it was not faster than the two foreach passes (see
+``benchmarks/RESULTS.md``), so the per-tensor kernels upstream calls remain
+the only arithmetic.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['set_fast_path', 'fast_path_enabled', 'mul_add_', 'lerp_', 'swa_add_',
-           'copy_', 'swap_']
+__all__ = ['set_fast_path', 'fast_path_enabled', 'set_exchange_swap', 'exchange_swap_enabled',
+           'TensorPairs', 'mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_', 'exchangeable',
+           'SWAP_SCRATCH_BYTES']
 
 _FAST = os.environ.get('COMPAT_EMA_FAITHFUL', '') in ('', '0')
+_EXCHANGE = os.environ.get('COMPAT_EMA_SWAP', '').lower() not in ('copy', '0')
 _HAS_FOREACH_LERP = hasattr(torch, '_foreach_lerp_')
 _HAS_FOREACH_COPY = hasattr(torch, '_foreach_copy_')
 _REDUCED = (torch.bfloat16, torch.float16)
+_USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)
+
+#: Largest scratch buffer (bytes) the copy-based fast swap allocates at once;
+#: a single tensor larger than this gets a scratch of its own size, like upstream's clone.
+SWAP_SCRATCH_BYTES = 64 << 20
 
 
 def set_fast_path(enabled: bool) -> None:
-    """Enable or disable the multi-tensor fast path process-wide."""
+    """Enable or disable the multi-tensor fast path (and storage exchange) process-wide."""
     global _FAST
     _FAST = bool(enabled)
 
@@ -42,14 +63,25 @@ def fast_path_enabled() -> bool:
     return _FAST
 
 
+def set_exchange_swap(enabled: bool) -> None:
+    """Allow (True, the default) or forbid storage exchange in the fast :func:`swap_`."""
+    global _EXCHANGE
+    _EXCHANGE = bool(enabled)
+
+
+def exchange_swap_enabled() -> bool:
+    """Whether the fast :func:`swap_` may exchange storage."""
+    return _EXCHANGE
+
+
 def _use_fast(fast: Optional[bool]) -> bool:
     return _FAST if fast is None else fast
 
 
 def _aliased(tensors: Sequence[Tensor]) -> bool:
-    """True when two tensors in ``tensors`` share their first element."""
-    ptrs = {t.data_ptr() for t in tensors if t.numel()}
-    return len(ptrs) != sum(1 for t in tensors if t.numel())
+    """True when two non-empty tensors in ``tensors`` start at the same address."""
+    ptrs = [t.data_ptr() for t in tensors if t.numel()]
+    return len(set(ptrs)) != len(ptrs)
 
 
 def _groups(*lists: Sequence[Tensor]) -> Dict[Tuple[torch.device, torch.dtype], Tuple[List[Tensor], ...]]:
@@ -69,6 +101,81 @@ def _same_layout(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
     return all(x.dtype == y.dtype and x.device == y.device for x, y in zip(a, b))
 
 
+class TensorPairs:
+    """Two parallel tensor lists, grouped once by (device, dtype) for repeated updates.
+
+    Hooks build one per tracked set in ``before_run`` and reuse it every
+    iteration, so no per-tensor Python work happens per update. The lists hold
+    the tensor *objects* (parameters, buffers, ema buffers); every call reads
+    their current storage, so in-place changes, ``param.data = ...`` and storage
+    exchanges by :func:`swap_` are all seen. Grouping is an optimisation only:
+    a foreach call with mixed dtypes or devices takes the per-tensor route and
+    computes what the loop computes. Build a new one when the set of tensor
+    objects changes.
+    """
+
+    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout')
+
+    def __init__(self, dst: Sequence[Tensor], src: Sequence[Tensor]):
+        self.dst = list(dst)
+        self.src = list(src)
+        self.same_layout = _same_layout(self.dst, self.src)
+        self.aliased = _aliased(self.dst)
+        self.groups = list(_groups(self.dst, self.src).values())
+
+    def _fast(self, fast: Optional[bool]) -> bool:
+        return _use_fast(fast) and self.same_layout and not self.aliased
+
+    def mul_add_(self, momentum: float, fast: Optional[bool] = None) -> None:
+        """See :func:`mul_add_`."""
+        keep = 1 - momentum
+        with torch.no_grad():
+            if not self._fast(fast):
+                for e, s in zip(self.dst, self.src):
+                    e.mul_(keep).add_(s, alpha=momentum)
+                return
+            for e_list, s_list in self.groups:
+                if any(e.dtype in _REDUCED for e in e_list):
+                    # foreach mul_ by a Python scalar rounds the scalar to the
+                    # tensor's dtype for these (measured, CPU); the loop does not.
+                    for e, s in zip(e_list, s_list):
+                        e.mul_(keep).add_(s, alpha=momentum)
+                    continue
+                torch._foreach_mul_(e_list, keep)
+                torch._foreach_add_(e_list, s_list, alpha=momentum)
+
+    def lerp_(self, weight: float, fast: Optional[bool] = None) -> None:
+        """See :func:`lerp_`."""
+        with torch.no_grad():
+            if not (self._fast(fast) and _HAS_FOREACH_LERP):
+                for a, s in zip(self.dst, self.src):
+                    a.lerp_(s, weight)
+                return
+            for a_list, s_list in self.groups:
+                torch._foreach_lerp_(a_list, s_list, weight)
+
+    def swa_add_(self, alpha: float, fast: Optional[bool] = None) -> None:
+        """See :func:`swa_add_`."""
+        with torch.no_grad():
+            if not self._fast(fast):
+                for a, s in zip(self.dst, self.src):
+                    a.add_(s - a, alpha=alpha)
+                return
+            for a_list, s_list in self.groups:
+                diff = torch._foreach_sub(s_list, a_list)
+                torch._foreach_add_(a_list, diff, alpha=alpha)
+
+    def copy_(self, fast: Optional[bool] = None) -> None:
+        """See :func:`copy_`."""
+        with torch.no_grad():
+            if not (self._fast(fast) and _HAS_FOREACH_COPY):
+                for d, s in zip(self.dst, self.src):
+                    d.copy_(s)
+                return
+            for d_list, s_list in self.groups:
+                torch._foreach_copy_(d_list, s_list)
+
+
 def mul_add_(ema: Sequence[Tensor], src: Sequence[Tensor], momentum: float,
              fast: Optional[bool] = None) -> None:
     """``e.mul_(1 - momentum).add_(s, alpha=momentum)`` for each pair (mmcv/mmdet).
@@ -76,69 +183,197 @@ def mul_add_(ema: Sequence[Tensor], src: Sequence[Tensor], momentum: float,
     ``1 - momentum`` is computed once in Python double precision, exactly as
     the upstream expression does, and both scalars reach the kernels as doubles.
     The result equals mmcv's deprecated ``add_(momentum, tensor)`` form without
-    calling that overload.
+    calling that overload. ``src`` may hold parameters themselves: they are
+    only read, under ``no_grad``.
     """
-    keep = 1 - momentum
-    if not (_use_fast(fast) and _same_layout(ema, src)) or _aliased(ema):
-        for e, s in zip(ema, src):
-            e.mul_(keep).add_(s, alpha=momentum)
-        return
-    for (_, dtype), (e_list, s_list) in _groups(ema, src).items():
-        if dtype in _REDUCED:  # CPU foreach mul_/add_ round differently for these: measured
-            for e, s in zip(e_list, s_list):
-                e.mul_(keep).add_(s, alpha=momentum)
-            continue
-        torch._foreach_mul_(e_list, keep)
-        torch._foreach_add_(e_list, s_list, alpha=momentum)
+    TensorPairs(ema, src).mul_add_(momentum, fast)
 
 
 def lerp_(avg: Sequence[Tensor], src: Sequence[Tensor], weight: float,
           fast: Optional[bool] = None) -> None:
     """``a.lerp_(s, weight)`` for each pair (mmengine ``ExponentialMovingAverage``)."""
-    if not (_use_fast(fast) and _HAS_FOREACH_LERP and _same_layout(avg, src)) or _aliased(avg):
-        for a, s in zip(avg, src):
-            a.lerp_(s, weight)
-        return
-    for a_list, s_list in _groups(avg, src).values():
-        torch._foreach_lerp_(a_list, s_list, weight)
+    TensorPairs(avg, src).lerp_(weight, fast)
 
 
 def swa_add_(avg: Sequence[Tensor], src: Sequence[Tensor], alpha: float,
              fast: Optional[bool] = None) -> None:
     """``a.add_(s - a, alpha=alpha)`` for each pair (mmengine ``StochasticWeightAverage``)."""
-    if not (_use_fast(fast) and _same_layout(avg, src)) or _aliased(avg):
-        for a, s in zip(avg, src):
-            a.add_(s - a, alpha=alpha)
-        return
-    for a_list, s_list in _groups(avg, src).values():
-        diff = torch._foreach_sub(s_list, a_list)
-        torch._foreach_add_(a_list, diff, alpha=alpha)
+    TensorPairs(avg, src).swa_add_(alpha, fast)
 
 
 def copy_(dst: Sequence[Tensor], src: Sequence[Tensor], fast: Optional[bool] = None) -> None:
     """``d.copy_(s)`` for each pair, in order."""
-    if not (_use_fast(fast) and _HAS_FOREACH_COPY and _same_layout(dst, src)) or _aliased(dst):
-        for d, s in zip(dst, src):
-            d.copy_(s)
-        return
-    for d_list, s_list in _groups(dst, src).values():
-        torch._foreach_copy_(d_list, s_list)
+    TensorPairs(dst, src).copy_(fast)
 
 
-def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None) -> None:
-    """Exchange the contents of each pair in place, as upstream's swap loops do.
+# --------------------------------------------------------------------------- swap
 
-    Upstream: ``tmp = x.clone(); x.copy_(y); y.copy_(tmp)`` per pair, in order.
-    Pairs are processed in order so that aliased tensors (tied weights listed
-    twice) end exactly as upstream leaves them.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _storage_key(t: Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _baseline_use_count() -> int:
+    """Use count of a storage held by exactly one tensor, as seen from Python."""
+    if _USE_COUNT is None:
+        return -1
+    t = torch.empty(1)
+    return _USE_COUNT(t.untyped_storage()._cdata)
+
+
+_BASE_USE = _baseline_use_count() if _USE_COUNT is not None else -1
+
+
+def _dense(t: Tensor) -> bool:
+    """Non-overlapping and dense: the strides are a permutation of contiguous strides."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _owns_exactly(t: Tensor, holders: int) -> bool:
+    """``t`` is a plain dense tensor that spans its whole storage, held by ``holders``
+    tensor objects (itself plus known aliases) and by nothing else."""
+    if type(t) not in _PLAIN_TYPES or t.layout != torch.strided or t.is_quantized:
+        return False
+    if t.is_conj() or t.is_neg() or t.storage_offset() != 0 or t.numel() == 0:
+        return False
+    if not _dense(t):
+        return False
+    storage = t.untyped_storage()
+    if storage.nbytes() != t.numel() * t.element_size():
+        return False
+    if t.device.type == 'cpu' and storage.is_shared():
+        return False  # another process maps it (share_memory / hogwild)
+    return _USE_COUNT(storage._cdata) == _BASE_USE + holders - 1
+
+
+def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0) -> bool:
+    """Whether exchanging the storages of ``x`` and ``y`` is unobservable.
+
+    True only when both are plain (``Tensor``/``Parameter``), strided, dense,
+    exactly sized tensors with equal shape, strides, dtype and device, each
+    holding its own storage alone (plus ``x_aliases``/``y_aliases`` known
+    aliases that the caller re-points), not in shared memory. Views of them,
+    flattened/sharded parameters (FSDP, ZeRO bucket views), ``state_dict()``
+    results held elsewhere, ``.data`` aliases: all raise the storage's use
+    count, so such tensors are copied in place instead, as upstream does.
+    Raw-address consumers (captured CUDA graphs) cannot be detected: use
+    :func:`set_exchange_swap` to turn exchange off for them.
     """
-    if not _use_fast(fast) or _aliased(list(a) + list(b)) or not _same_layout(a, b):
-        for x, y in zip(a, b):
-            tmp = x.clone()
-            x.copy_(y)
-            y.copy_(tmp)
+    if _USE_COUNT is None or _BASE_USE < 1:
+        return False
+    if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device or x.stride() != y.stride():
+        return False
+    if x.device.type == 'cpu' and torch.cuda.is_available() and x.is_pinned() != y.is_pinned():
+        return False
+    return _owns_exactly(x, 1 + x_aliases) and _owns_exactly(y, 1 + y_aliases)
+
+
+def _copy_swap_loop(a: Sequence[Tensor], b: Sequence[Tensor]) -> None:
+    """Upstream's loop: ``tmp = x.clone(); x.copy_(y); y.copy_(tmp)``, in order."""
+    for x, y in zip(a, b):
+        x, y = x.data, y.data
+        tmp = x.clone()
+        x.copy_(y)
+        y.copy_(tmp)
+
+
+def _copy_swap_batched(a: List[Tensor], b: List[Tensor]) -> None:
+    """The same three copies with foreach calls and a bounded, reused scratch buffer.
+
+    Only for pairs with no memory shared between any two of them, where the
+    order of the pairs cannot matter.
+    """
+    for (device, dtype), (xs, ys) in _groups([x.data for x in a], [y.data for y in b]).items():
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        budget = max(SWAP_SCRATCH_BYTES // itemsize, max(x.numel() for x in xs))
+        scratch = torch.empty(budget, dtype=dtype, device=device)
+        start = 0
+        while start < len(xs):
+            stop, used = start, 0
+            while stop < len(xs) and used + xs[stop].numel() <= budget:
+                used += xs[stop].numel()
+                stop += 1
+            bx, by = xs[start:stop], ys[start:stop]
+            sizes = [x.numel() for x in bx]
+            tmps = [t.view(x.shape) for t, x in zip(scratch[:used].split(sizes), bx)]
+            if _HAS_FOREACH_COPY:
+                torch._foreach_copy_(tmps, bx)
+                torch._foreach_copy_(bx, by)
+                torch._foreach_copy_(by, tmps)
+            else:
+                for t, x, y in zip(tmps, bx, by):
+                    t.copy_(x)
+                    x.copy_(y)
+                    y.copy_(t)
+            start = stop
+
+
+def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
+          aliases: Iterable[Tensor] = ()) -> None:
+    """Exchange the contents of each pair, as upstream's swap loops do.
+
+    Upstream: ``tmp = x.data.clone(); x.data.copy_(y.data); y.data.copy_(tmp)``
+    per pair, in order. Pass the *owning* tensors (the ``Parameter`` objects
+    and registered buffers), not ``.data`` aliases, to allow the fast path to
+    exchange storages: ``x.data, y.data = y.data, x.data`` costs no memory
+    traffic and gives every holder of ``x`` or ``y`` the same values as the
+    copies would (:func:`exchangeable` says when that holds). ``aliases`` are
+    detached tensors that must keep sharing storage with an owner they alias
+    (mmdet's ``state_dict()``-based tracking, mmengine's ``avg_parameters``):
+    they are re-pointed after the exchange. Pairs that cannot be exchanged are
+    copied in place through a bounded scratch buffer; if any memory is shared
+    between pairs (tied weights listed twice), the whole swap runs upstream's
+    loop in order.
+    """
+    a, b = list(a), list(b)
+    if len(a) > len(b):
+        a = a[:len(b)]
+    elif len(b) > len(a):
+        b = b[:len(a)]
+    if not _use_fast(fast):
+        _copy_swap_loop(a, b)
         return
-    for x_list, y_list in _groups(a, b).values():
-        tmp = [x.clone() for x in x_list]
-        copy_(x_list, y_list, fast=True)
-        copy_(y_list, tmp, fast=True)
+    with torch.no_grad():
+        keys = [_storage_key(t) for t in a + b if t.numel()]
+        if len(set(keys)) != len(keys):
+            _copy_swap_loop(a, b)
+            return
+        alias_map: Dict[int, List[Tensor]] = {}
+        for t in aliases:
+            if t.numel():
+                alias_map.setdefault(_storage_key(t), []).append(t)
+        rest_a: List[Tensor] = []
+        rest_b: List[Tensor] = []
+        for x, y in zip(a, b):
+            if _EXCHANGE and x.numel():
+                xa = alias_map.get(_storage_key(x), ())
+                ya = alias_map.get(_storage_key(y), ())
+                if all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
+                        and exchangeable(x, y, len(xa), len(ya)):
+                    x_data, y_data = x.data, y.data
+                    x.data = y_data
+                    y.data = x_data
+                    for t in xa:
+                        t.data = y_data
+                    for t in ya:
+                        t.data = x_data
+                    continue
+            rest_a.append(x)
+            rest_b.append(y)
+        if rest_a:
+            _copy_swap_batched(rest_a, rest_b)
+
+
+def _same_view(t: Tensor, owner: Tensor) -> bool:
+    """``t`` views exactly the same elements as ``owner``."""
+    return (t.data_ptr() == owner.data_ptr() and t.shape == owner.shape
+            and t.stride() == owner.stride() and t.dtype == owner.dtype)
