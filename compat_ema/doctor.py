@@ -182,6 +182,20 @@ def diagnose_runner(runner: Any) -> List[Finding]:
     return out
 
 
+def _literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` that also accepts ``dict(key=value, ...)`` calls (config style)."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
+            and not node.args):
+        return {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg is not None}
+    if isinstance(node, ast.List):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
 def load_config(text: str) -> Dict[str, Any]:
     """A config from a .json/.py file path, or an inline dict literal / JSON string.
 
@@ -197,12 +211,13 @@ def load_config(text: str) -> Dict[str, Any]:
         exec(compile(source, text, 'exec'), namespace)  # noqa: S102 - user's own config file
         return {k: v for k, v in namespace.items() if not k.startswith('__')}
     try:
-        value = ast.literal_eval(text)
+        value = _literal(ast.parse(text.strip(), mode='eval').body)
     except (ValueError, SyntaxError):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f'{text!r} is neither a file nor a dict literal / JSON object') from exc
+            raise ValueError(f'{text!r} is neither a file nor a dict literal '
+                             f'(dict(...) or {{...}}) nor a JSON object') from exc
     if not isinstance(value, dict):
         raise ValueError(f'expected a dict, got {type(value).__name__}')
     return value
