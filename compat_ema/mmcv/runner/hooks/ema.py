@@ -74,10 +74,7 @@ class EMAHook(Hook):
         momentum = self.effective_momentum(curr_step)
         if curr_step % self.interval != 0:
             return
-        names = list(self.model_parameters)
-        ema = [self.model_buffers[self.param_ema_buffer[n]] for n in names]
-        src = [self.model_parameters[n].data for n in names]
-        kernels.mul_add_(ema, src, momentum)
+        self._ema_pairs().mul_add_(momentum)
 
     def after_train_epoch(self, runner) -> None:
         """Load the EMA weights into the model (before the EvalHook)."""
@@ -87,9 +84,25 @@ class EMAHook(Hook):
         """Restore the raw weights after last epoch's evaluation."""
         self._swap_ema_parameters()
 
+    def _ema_pairs(self) -> kernels.TensorPairs:
+        """(ema buffer, parameter) objects in upstream's order, built once.
+
+        Cached: the buffer and ``Parameter`` objects upstream's loop reads from
+        ``model_buffers``/``model_parameters`` (the same objects every call, so
+        ``param.data`` changes and swaps are seen). Rebuilt when one of those
+        dicts (or ``param_ema_buffer``) is replaced or changes size.
+        """
+        key = tuple((id(d), len(d)) for d in (self.model_parameters, self.model_buffers,
+                                               self.param_ema_buffer))
+        if getattr(self, '_pairs_key', None) != key:
+            names = list(self.model_parameters)
+            self._pairs = kernels.TensorPairs(
+                [self.model_buffers[self.param_ema_buffer[n]] for n in names],
+                [self.model_parameters[n] for n in names])
+            self._pairs_key = key
+        return self._pairs
+
     def _swap_ema_parameters(self) -> None:
-        """Exchange every parameter with its ``ema_*`` buffer, in place."""
-        names = list(self.model_parameters)
-        params = [self.model_parameters[n].data for n in names]
-        bufs = [self.model_buffers[self.param_ema_buffer[n]].data for n in names]
-        kernels.swap_(params, bufs)
+        """Exchange every parameter with its ``ema_*`` buffer (storage exchange where unobservable)."""
+        pairs = self._ema_pairs()
+        kernels.swap_(pairs.src, pairs.dst)
