@@ -285,3 +285,27 @@ def test_engine_train_then_test_and_standalone_test(real_runners, tmp_path):
                        model.fc1.weight)  # rebuilt from the raw weights
     _engine_pair(tmp_path, 'standalone', _EMA, train=False, test_batches=make_batches(2, 5),
                  load_from=('tt', 'epoch_2.pth'), **std)
+
+
+@pytest.mark.parametrize('priority', [49, 'NORMAL', 'LOWEST'])
+@pytest.mark.parametrize('by_epoch', [True, False])
+def test_engine_priorities(real_runners, tmp_path, priority, by_epoch):
+    """C.5: LOWEST runs after CheckpointHook (VERY_LOW): the checkpoint is written before that
+    iteration's EMA update; 49 and NORMAL run before it."""
+    ckpt = None if by_epoch else dict(type='CheckpointHook', interval=2, by_epoch=False)
+    _, dirs = _engine_pair(tmp_path, 'prio', dict(_EMA, priority=priority), by_epoch=by_epoch,
+                           max_epochs=2, max_iters=4, ckpt=ckpt, **_std(15))
+    name = 'epoch_2.pth' if by_epoch else 'iter_4.pth'
+    steps = int(load(dirs['real'] / name)['ema_state_dict']['steps'])
+    assert steps == (6 if by_epoch else 4) - (1 if priority == 'LOWEST' and not by_epoch else 0)
+
+
+def test_engine_resume_without_ema_state_dict(real_runners, tmp_path):
+    """C.9: resuming a checkpoint written without EMAHook warns and seeds the EMA from
+    state_dict, steps restarting at 0."""
+    std = _std(16)
+    for side in ('real', 'compat'):
+        run_engine(tmp_path / f'plain_{side}', custom_hooks=[], max_epochs=1, **std)
+    runners, _ = _engine_pair(tmp_path, 'resumed', dict(_EMA, interval=2), max_epochs=2,
+                              resume=True, load_from=('plain', 'epoch_1.pth'), **std)
+    assert int(ema_hook_of(runners['compat']).ema_model.steps) == 3  # 0 at resume, 3 updates
