@@ -355,8 +355,8 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         rest_b: List[Tensor] = []
         for x, y in zip(a, b):
             if _EXCHANGE and x.numel():
-                xa = alias_map.get(_storage_key(x), ())
-                ya = alias_map.get(_storage_key(y), ())
+                xa = [t for t in alias_map.get(_storage_key(x), ()) if t is not x]
+                ya = [t for t in alias_map.get(_storage_key(y), ()) if t is not y]
                 if all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
                         and exchangeable(x, y, len(xa), len(ya)):
                     x_data, y_data = x.data, y.data

@@ -67,6 +67,7 @@ class BaseEMAHook(Hook):
             self.param_ema_buffer[name] = buffer_name
             model.register_buffer(buffer_name, value.data.clone())
         self.model_buffers = dict(model.named_buffers())
+        self._compat_model = model
         if self.checkpoint is not None:
             runner.resume(self.checkpoint)
 
@@ -79,12 +80,7 @@ class BaseEMAHook(Hook):
         if (runner.iter + 1) % self.interval != 0:
             return
         momentum = self.get_momentum(runner)
-        ema, src = [], []
-        for name, parameter in self.model_parameters.items():
-            if parameter.dtype.is_floating_point:
-                ema.append(self.model_buffers[self.param_ema_buffer[name]])
-                src.append(parameter.data)
-        kernels.mul_add_(ema, src, momentum)
+        self._ema_pairs()[1].mul_add_(momentum)
 
     def after_train_epoch(self, runner) -> None:
         """Load the EMA values into the model (before the EvalHook)."""
@@ -94,12 +90,62 @@ class BaseEMAHook(Hook):
         """Restore the raw values after last epoch's evaluation."""
         self._swap_ema_parameters()
 
+    def _ema_pairs(self):
+        """``(all pairs, floating-point pairs)`` of (ema buffer, tracked tensor), built once.
+
+        Cached: the objects upstream's loop reads from ``model_buffers`` and
+        ``model_parameters`` (for ``skip_buffers=False`` these are the detached
+        ``state_dict()`` aliases taken in ``before_run``, as upstream keeps them).
+        Rebuilt when one of those dicts (or ``param_ema_buffer``) is replaced or
+        changes size; the floating-point filter is re-run then.
+        """
+        key = tuple((id(d), len(d)) for d in (self.model_parameters, self.model_buffers,
+                                               self.param_ema_buffer))
+        if getattr(self, '_pairs_key', None) != key:
+            names = list(self.model_parameters)
+            ema = [self.model_buffers[self.param_ema_buffer[n]] for n in names]
+            vals = [self.model_parameters[n] for n in names]
+            floating = [i for i, v in enumerate(vals) if v.dtype.is_floating_point]
+            self._pairs = (kernels.TensorPairs(ema, vals),
+                           kernels.TensorPairs([ema[i] for i in floating],
+                                               [vals[i] for i in floating]))
+            self._pairs_key = key
+        return self._pairs
+
+    def _owners(self, vals):
+        """The module-owned tensors the tracked entries alias, where they can be found.
+
+        ``state_dict()`` hands out detached aliases; exchanging the storage of an
+        alias alone would leave the real parameter untouched, so the owner (the
+        ``Parameter`` or registered buffer it aliases) is exchanged and the alias
+        re-pointed. An entry whose owner cannot be found keeps its alias, which
+        :func:`compat_ema.core.kernels.swap_` then copies in place unless nothing
+        else holds its storage.
+        """
+        model = getattr(self, '_compat_model', None)
+        out = []
+        for name, val in zip(self.model_parameters, vals):
+            owner = None
+            if model is not None:
+                prefix, _, attr = name.rpartition('.')
+                try:
+                    module = model.get_submodule(prefix) if prefix else model
+                except AttributeError:
+                    module = None
+                if module is not None:
+                    owner = module._parameters.get(attr, module._buffers.get(attr))
+            if owner is not None and owner is not val and owner.numel() and \
+                    owner.data_ptr() == val.data_ptr() and owner.shape == val.shape and \
+                    owner.stride() == val.stride() and owner.dtype == val.dtype:
+                out.append(owner)
+            else:
+                out.append(val)
+        return out
+
     def _swap_ema_parameters(self) -> None:
         """Exchange every tracked entry with its ``ema_*`` buffer, integers included."""
-        names = list(self.model_parameters)
-        vals = [self.model_parameters[n].data for n in names]
-        bufs = [self.model_buffers[self.param_ema_buffer[n]].data for n in names]
-        kernels.swap_(vals, bufs)
+        pairs = self._ema_pairs()[0]
+        kernels.swap_(self._owners(pairs.src), pairs.dst, aliases=pairs.src)
 
 
 @MMDET_HOOKS.register_module()
