@@ -471,6 +471,8 @@ _UNMEASURED_ATOL = {name: _UNMEASURED_ULP * torch.finfo(dt).eps for name, dt in
 TOLERANCE_TABLE: Tuple[Tuple[str, str, Tolerance], ...] = (
     ('2.13.0+cpu', 'cpu', Tolerance(0, {}, 'measured: bitwise (the recording build; '
                                            'foreach and faithful kernels alike)')),
+    ('2.6.0+cu124', 'cpu', Tolerance(0, {}, 'measured: bitwise on the CPU (all cases, foreach '
+                                            'and faithful kernels)')),
     ('*', 'cpu', Tolerance(_UNMEASURED_ULP, _UNMEASURED_ATOL,
                            'not measured: other builds may fuse mul+add (FMA) or change '
                            'lerp/vectorisation, <= 1 ULP per update, <= 12 updates per case')),
