@@ -254,14 +254,16 @@ def scenario_fsdp2(rank: int, out_dir: str) -> dict:
 
 
 def fsdp2_available() -> bool:
-    """Whether this torch has FSDP2 (``torch.distributed.fsdp.fully_shard``) and DTensor."""
+    """Whether this torch has FSDP2 (``torch.distributed.fsdp.fully_shard``), DTensor, and
+    CPU streams with ``record_event``, which FSDP2's all-gather needs on the CPU (torch 2.6
+    has fully_shard but fails there with "'Stream' object has no attribute 'record_event'")."""
     try:
         from torch.distributed.device_mesh import init_device_mesh  # noqa: F401
         from torch.distributed.fsdp import fully_shard  # noqa: F401
         from torch.distributed.tensor import DTensor  # noqa: F401
     except ImportError:
         return False
-    return True
+    return hasattr(getattr(torch.cpu, 'Stream', None), 'record_event')
 
 
 def main(argv) -> int:

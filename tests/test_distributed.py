@@ -239,7 +239,7 @@ def test_hung_process_group_fails_fast_with_a_clear_message(tmp_path):
 @pytest.fixture(scope='module')
 def fsdp2_results(dist_results):
     if not fsdp2_available():
-        pytest.skip(f'torch {torch.__version__} has no torch.distributed.fsdp.fully_shard')
+        pytest.skip(f'torch {torch.__version__}: no FSDP2 (fully_shard) usable on the CPU')
     return [r['fsdp2'] for r in dist_results]
 
 
