@@ -170,7 +170,8 @@ def _legacy_run(work: pathlib.Path, hook_cfg: dict, runner_kind: str) -> dict:
 
 def _legacy_cases():
     yield 'mmcv_epoch_normal', 'mmcv', dict(type='EMAHook', momentum=0.2, warm_up=1), 'epoch'
-    yield 'mmcv_epoch_p49', 'mmcv', dict(type='EMAHook', momentum=0.2, warm_up=1, priority=49), 'epoch'
+    yield 'mmcv_epoch_p49', 'mmcv', dict(type='EMAHook', momentum=0.2, warm_up=1,
+                                         priority=49), 'epoch'
     yield 'mmcv_iter_normal', 'mmcv', dict(type='EMAHook', momentum=0.2, warm_up=1), 'iter'
     for skip in (False, True):
         for prio in ('NORMAL', 49):
@@ -222,7 +223,8 @@ def _mmengine_run(work: pathlib.Path, loop: str, with_ema: bool) -> dict:
     hooks = [dict(type='EMAHook', momentum=0.2)] if with_ema else []
     runner = Runner(model=model, work_dir=str(work), train_dataloader=loader,
                     optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
-                    train_cfg=train_cfg, default_hooks=dict(checkpoint=ckpt, logger=None, sampler_seed=None),
+                    train_cfg=train_cfg,
+                    default_hooks=dict(checkpoint=ckpt, logger=None, sampler_seed=None),
                     custom_hooks=hooks + [Capture()], randomness=dict(seed=SEED),
                     default_scope='mmengine', log_level='ERROR',
                     experiment_name=f'gen_{loop}_{int(with_ema)}_{uuid.uuid4().hex[:8]}')

@@ -188,7 +188,8 @@ def test_unexpected_keys_in_ema_state_dict(tmp_path):
     ck = torch.load(eng, weights_only=True)
     ck['ema_state_dict']['fc.weight'] = ck['ema_state_dict']['module.fc.weight']
     torch.save(ck, eng)
-    with pytest.raises(C.CheckpointError, match=r"unexpected keys in ema_state_dict: \['fc.weight'\]"):
+    with pytest.raises(C.CheckpointError,
+                       match=r"unexpected keys in ema_state_dict: \['fc.weight'\]"):
         C.convert(eng, tmp_path / 'out.pth', to='mmcv')
 
 
@@ -294,3 +295,32 @@ def test_trust_is_a_full_unpickle(tmp_path):
     with pytest.raises(C.UnsafeCheckpointError, match='fractions.Fraction'):
         C.load(f)
     assert C.load(f, trust=True)['meta']['fraction'] == __import__('fractions').Fraction(1, 3)
+
+
+def test_random_corruption_gives_checkpoint_errors_only(tmp_path):
+    """Bytes flipped / files cut at random: a CheckpointError (or a valid result), never
+    another exception, and never an output file after a failure."""
+    import random
+    rng = random.Random(1234)
+    sources = [REF / 'mmcv_epoch_normal.pth', REF / 'mmengine_epoch_ema.pth',
+               REF / 'mmdet_epoch_p49_skip0.pth']
+    out = tmp_path / 'out.pth'
+    for _ in range(40):
+        data = bytearray(rng.choice(sources).read_bytes())
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[:rng.randrange(len(data))]
+        bad = tmp_path / 'bad.pth'
+        bad.write_bytes(bytes(data))
+        for to in ('mmengine', 'mmcv'):
+            try:
+                C.convert(bad, out, to=to)
+            except C.CheckpointError:
+                _no_output(tmp_path, out)
+            else:
+                out.unlink()
+        try:
+            C.inspect(bad)
+        except C.CheckpointError:
+            pass

@@ -1,7 +1,8 @@
 """Shared pieces of the checkpoint subcommands: options and one-line errors.
 
 Errors print as ``compat-ema <command>: error: <message>`` with exit status 1
-(argparse usage errors: 2). Set ``COMPAT_EMA_DEBUG=1`` for a traceback.
+(argparse usage errors: 2; an unexpected internal error: 3). Set
+``COMPAT_EMA_DEBUG=1`` for a traceback.
 """
 from __future__ import annotations
 
@@ -42,3 +43,10 @@ def run_guarded(command: str, fn, args) -> int:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f'compat-ema {command}: error: {msg}', file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get('COMPAT_EMA_DEBUG'):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ''
+        print(f'compat-ema {command}: internal error: {type(exc).__name__}: {first} '
+              '(set COMPAT_EMA_DEBUG=1 for the traceback)', file=sys.stderr)
+        return 3
