@@ -37,10 +37,12 @@ def pytest_addoption(parser) -> None:
 
 
 def pytest_configure(config) -> None:
+    """Start the list of golden files recorded in this session."""
     config.stash[_RECORDED] = []
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """List the golden files written under ``--golden-record``."""
     recorded = config.stash.get(_RECORDED, [])
     if recorded:
         terminalreporter.write_sep('-', f'compat_ema golden: recorded {len(recorded)} file(s)')
