@@ -139,7 +139,10 @@ class EMAHook(Hook):
             avg = self.ema_model.module.parameters()
             src = self.src_model.parameters()
         pairs = list(zip(avg, src))
-        kernels.swap_([a.data for a, _ in pairs], [s.data for _, s in pairs])
+        # owners are passed (not ``.data``) so storages can be exchanged; the averaged
+        # model's ``avg_parameters`` (state_dict aliases when update_buffers=True) follow.
+        aliases = list(getattr(self.ema_model, 'avg_parameters', {}).values())
+        kernels.swap_([a for a, _ in pairs], [s for _, s in pairs], aliases=aliases)
 
     def _swap_ema_state_dict(self, checkpoint: dict) -> None:
         """Swap the ``module.*`` values of ``ema_state_dict`` with ``state_dict``'s."""
