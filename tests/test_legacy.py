@@ -312,3 +312,29 @@ def test_legacy_hook_rejects_non_legacy_types():
     hook = LegacyEMAHook(ema_type='mmengine.ExponentialMovingAverage')
     with pytest.raises(AssertionError, match='legacy averaged model'):
         hook.before_run(FakeRunner(TinyModel()))
+
+
+def test_no_openmmlab_import_outside_integrations():
+    """compat_ema.legacy and compat_ema.integrations import no OpenMMLab package; the
+    integration modules say what they need when it is missing."""
+    import subprocess
+    import sys
+    code = ('import sys, compat_ema.legacy, compat_ema.integrations\n'
+            'bad = [m for m in sys.modules if m.split(".")[0] in ("mmcv", "mmengine", "mmdet")]\n'
+            'print("BAD", bad)\n'
+            'for mod in ("compat_ema.integrations.mmcv", "compat_ema.integrations.mmengine_plugin"):\n'
+            '    try:\n'
+            '        __import__(mod)\n'
+            '    except ImportError as exc:\n'
+            '        print("ERR", mod, exc)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'BAD []' in out, out
+    try:
+        import mmcv  # noqa: F401
+    except ImportError:
+        assert 'compat_ema.integrations.mmcv needs mmcv 1.x' in out, out
+    try:
+        import mmengine  # noqa: F401
+    except ImportError:
+        assert 'compat_ema.integrations.mmengine_plugin needs mmengine' in out, out

@@ -27,8 +27,12 @@ import importlib
 import logging
 from typing import Dict
 
-from mmcv.runner import HOOKS as MMCV_HOOKS
-from mmcv.runner import Hook as MMCVHook
+try:
+    from mmcv.runner import HOOKS as MMCV_HOOKS
+    from mmcv.runner import Hook as MMCVHook
+except ImportError as _exc:  # mmcv 2.x has no mmcv.runner; or mmcv is not installed
+    raise ImportError('compat_ema.integrations.mmcv needs mmcv 1.x (mmcv.runner) installed; '
+                      f'importing it failed: {_exc}') from _exc
 
 from ..core.wrappers import register_wrapper
 from ..mmcv.runner.hooks.ema import EMAHook as _EMAHook

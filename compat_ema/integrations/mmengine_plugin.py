@@ -45,12 +45,16 @@ import importlib
 import logging
 from typing import Dict
 
-import mmengine.hooks  # noqa: F401  (registers mmengine's own hooks first)
-import mmengine.model  # noqa: F401  (registers mmengine's averaged models and wrappers)
-from mmengine.hooks import Hook as EngineHook
-from mmengine.registry import HOOKS as ENGINE_HOOKS
-from mmengine.registry import MODEL_WRAPPERS as ENGINE_MODEL_WRAPPERS
-from mmengine.registry import MODELS as ENGINE_MODELS
+try:
+    import mmengine.hooks  # noqa: F401  (registers mmengine's own hooks first)
+    import mmengine.model  # noqa: F401  (registers mmengine's averaged models and wrappers)
+    from mmengine.hooks import Hook as EngineHook
+    from mmengine.registry import HOOKS as ENGINE_HOOKS
+    from mmengine.registry import MODEL_WRAPPERS as ENGINE_MODEL_WRAPPERS
+    from mmengine.registry import MODELS as ENGINE_MODELS
+except ImportError as _exc:
+    raise ImportError('compat_ema.integrations.mmengine_plugin needs mmengine installed '
+                      f'(pip install compat-ema[mmengine]); importing it failed: {_exc}') from _exc
 
 from ..core.wrappers import register_wrapper
 from ..registry import HOOKS, MODELS, SCOPES
