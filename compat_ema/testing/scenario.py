@@ -115,7 +115,8 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
             :data:`RESUME_PATHS` (mmcv 'runner' = ``runner.resume`` before ``run``, as
             mmdet's ``train_detector``; 'hook' = the EMA hooks' ``resume_from``;
             'both'; 'load_from'. mmengine 'resume' = ``resume=True, load_from=path``;
-            'auto' = ``resume=True`` with ``work_dir/last_checkpoint`` naming path;
+            'auto' = ``resume=True`` with ``work_dir/last_checkpoint`` naming path (without
+            a path: the file an earlier run left in ``work_dir``);
             'load_from'; 'test_load' = a fresh ``runner.test()`` with ``load_from``).
         work_dir: default a new temporary folder.
         recorders: priorities of the two trace recorders (tags 'hi', 'lo'); () for none.
@@ -227,9 +228,10 @@ def _build_mmengine(kind, model, optimizer, work_dir, max_epochs, max_iters, che
                       custom_hooks=hooks, default_hooks=default_hooks, load_from=path,
                       logger=logger)
     if how == 'auto':
-        os.makedirs(work_dir, exist_ok=True)
-        with open(os.path.join(work_dir, 'last_checkpoint'), 'w') as f:
-            f.write(os.path.abspath(path))
+        if path is not None:  # else: work_dir/last_checkpoint written by an earlier run
+            os.makedirs(work_dir, exist_ok=True)
+            with open(os.path.join(work_dir, 'last_checkpoint'), 'w') as f:
+                f.write(os.path.abspath(path))
         kwargs.update(resume=True)
     elif how == 'resume':
         kwargs.update(resume=True, load_from=path)
