@@ -147,12 +147,14 @@ def check_resume(framework: str = 'mmcv', runner: str = 'epoch', hooks: Optional
                  how: Optional[str] = None, max_epochs: Optional[int] = None,
                  max_iters: Optional[int] = None, checkpoint: Any = 1,
                  workflow: Optional[Sequence] = None, root: Optional[str] = None,
-                 **kwargs) -> ResumeReport:
+                 map_location: Any = 'cpu', **kwargs) -> ResumeReport:
     """Uninterrupted vs interrupted-at-every-checkpoint-then-resumed, compared bitwise.
 
     Defaults: 3 epochs (epoch runner) or 6 iterations with checkpoints every 2
     (iter runner); ``how`` defaults to the path that works upstream ('hook' for
-    mmcv/mmdet, 'resume' for mmengine). Extra keyword arguments go to
+    mmcv/mmdet, 'resume' for mmengine). ``map_location`` is what an mmcv
+    runner-level ``runner.resume`` gets ('cpu': the IterBasedRunner default needs
+    CUDA; the hooks' own ``resume_from`` always uses the default). Extra keyword arguments go to
     :func:`~compat_ema.testing.scenario.run_scenario`.
     """
     hooks = [dict(h) for h in (hooks or [GENERATION_HOOKS['mmdet' if framework == 'mmcv' else 'mmengine']])]
@@ -176,7 +178,7 @@ def check_resume(framework: str = 'mmcv', runner: str = 'epoch', hooks: Optional
         for name in names[:-1]:
             res = run_scenario(work_dir=os.path.join(root, f'from_{name[:-4]}'), catch=True,
                                resume=dict(how=how, checkpoint=os.path.join(full.work_dir, name),
-                                           map_location='default'), **common)
+                                           map_location=map_location), **common)
             if res.error is not None:
                 report.checks.append(ResumeCheck(name, False, False, False,
                                                  f'{type(res.error).__name__}: {res.error}'))
