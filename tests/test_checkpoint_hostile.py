@@ -324,3 +324,21 @@ def test_random_corruption_gives_checkpoint_errors_only(tmp_path):
             C.inspect(bad)
         except C.CheckpointError:
             pass
+
+
+def test_forced_weights_only_env(tmp_path, monkeypatch):
+    """TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 makes torch refuse custom unpicklers: compat_ema then uses
+    torch's own weights-only loader (mmcv files load; mmengine's HistoryBuffer is refused, with
+    a message naming the variable)."""
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '1')
+    assert list(C.load(MMCV)) == ['meta', 'state_dict', 'optimizer']
+    with pytest.raises(C.UnsafeCheckpointError,
+                       match='TORCH_FORCE_WEIGHTS_ONLY_LOAD.*HistoryBuffer'):
+        C.load(REF / 'mmengine_epoch_ema.pth')
+    marker = tmp_path / 'PWNED'
+    ck = _good()
+    ck['meta']['payload'] = _RunsCommand(marker)
+    torch.save(ck, tmp_path / 'evil.pth')
+    with pytest.raises(C.UnsafeCheckpointError, match='system'):
+        C.load(tmp_path / 'evil.pth')
+    assert not marker.exists()

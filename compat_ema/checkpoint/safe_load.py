@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import _compat_pickle
 import io
+import os
 import pickle
+import re
 import tarfile
 import types
 import zipfile
@@ -212,6 +214,10 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
         kwargs['mmap'] = True
     refused: List[str] = [] if _refused is None else _refused
     try:
+        if _forced_weights_only():
+            # torch then refuses any pickle_module: use its own weights-only loader (mmcv files
+            # load; mmengine's HistoryBuffer is refused, with the message below)
+            return torch.load(str(path), weights_only=True, **kwargs)
         if trust:
             return torch.load(str(path), weights_only=False, **kwargs)
         module = _make_pickle_module(opaque, refused)
@@ -222,9 +228,14 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
         raise
     except Exception as exc:  # whatever a corrupt stream makes torch or pickle raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if 'weights_only' in msg or 'Unsupported global' in msg:
-            raise CheckpointError(f'{path}: torch refused the file under a forced weights-only '
-                                  f'load ({msg}); unset TORCH_FORCE_WEIGHTS_ONLY_LOAD') from None
+        if _forced_weights_only() and 'weights only' in str(exc).lower():
+            found = re.search(r'GLOBAL (\S+)', str(exc))
+            what = f'refused {found.group(1)}' if found else msg[:120]
+            raise UnsafeCheckpointError(
+                f'{path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, so torch\'s own weights-only '
+                f'loader was used and {what}; unset it to use compat_ema\'s restricted loader '
+                '(also safe; it reads mmengine\'s HistoryBuffer inertly)',
+                [found.group(1)] if found else []) from None
         raise CheckpointError(f'{path}: truncated or corrupt {fmt} checkpoint '
                               f'({type(exc).__name__}: {msg})') from None
 
@@ -249,3 +260,8 @@ def opaque_objects(obj: Any, _path: str = '', _seen=None) -> List[Tuple[str, str
             out += opaque_objects(v, f'{_path}[{i}]', seen)
     return out
 
+
+def _forced_weights_only() -> bool:
+    """torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD switch (torch >= 2.4 honours it over arguments)."""
+    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes',
+                                                                          'true')
