@@ -1,0 +1,109 @@
+"""The current torch against goldens recorded from the real upstream on torch 1.13.1.
+
+``reference/torch113/<case>.pt`` were recorded by ``reference/gen_trajectories.py``
+in an oracle environment with torch 1.13.1 (+cu117 wheel, run on the CPU), mmcv
+1.6.0 (lite), mmengine 0.10.7 and mmdet 2.28.2: the upstream on the torch its
+users had. Here compat_ema replays every case on the running torch and must
+match them within the cross-version rows of the tolerance policy (MIGRATION.md,
+"Tolerance policy", "Goldens recorded on torch 1.13.1"):
+
+* float32 / float64: bitwise on every torch measured (1.13.1, 2.6.0, 2.13.0);
+* bfloat16: the real upstream itself moves by 2 bfloat16 ULPs between torch
+  1.13.1 and 2.13.0 (mmcv/mmdet ``mul_`` + ``add_``), so 2 ULPs off 1.13.1.
+
+Re-record: ``<oracle-113 python> reference/gen_trajectories.py reference/torch113``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from compat_ema.core import kernels
+from compat_ema.testing import golden
+
+REF = Path(__file__).resolve().parents[1] / 'reference'
+sys.path.insert(0, str(REF))
+import cases  # noqa: E402
+
+GOLDENS = REF / 'torch113'
+
+#: (running torch pattern, ULP bound per dtype): the first match applies (measured rows).
+TORCH113_POLICY = (
+    ('1.13.1*', {'default': 0}),
+    ('*', {'bfloat16': 2, 'default': 0}),
+)
+
+
+def policy_for(version: str) -> dict:
+    """The ULP bounds against the torch 1.13.1 goldens for the running ``version``."""
+    for pattern, ulp in TORCH113_POLICY:
+        if fnmatch.fnmatchcase(version, pattern):
+            return ulp
+    raise LookupError(version)  # pragma: no cover - the last row matches everything
+
+
+def _hook(case: dict):
+    kwargs = dict(case['hook_kwargs'])
+    if case['generation'] == 'mmcv':
+        from compat_ema.mmcv.runner import hooks
+    elif case['generation'] == 'mmdet':
+        from compat_ema.mmdet.core.hook import ema as hooks
+    else:
+        from compat_ema.mmengine import hooks
+    return getattr(hooks, case['hook'])(**kwargs)
+
+
+@pytest.mark.parametrize('fast', [True, False], ids=['foreach', 'faithful'])
+@pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))
+def test_replay_matches_torch113_golden(name, fast, caplog):
+    expected, meta = golden.load_golden(GOLDENS / f'{name}.pt')
+    assert meta['recorded_with']['torch'].startswith('1.13.1')
+    assert json.loads(json.dumps(cases.CASES_BY_NAME[name])) == meta['case'], (
+        f'case {name}: reference/cases.py changed since the torch 1.13.1 recording; re-record '
+        'with the torch 1.13.1 oracle env (README, "Torch version matrix")')
+    before = kernels.fast_path_enabled()
+    kernels.set_fast_path(fast)
+    try:
+        with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger='compat_ema'):
+            warnings.simplefilter('ignore')
+            labels, snaps = cases.drive(meta['case'], _hook)
+    finally:
+        kernels.set_fast_path(before)
+    golden.assert_matches(expected, golden.Trajectory(labels, snaps),
+                          ulp=policy_for(torch.__version__),
+                          context=f'torch 1.13.1 golden {name!r} replayed on torch '
+                                  f'{torch.__version__} ({"foreach" if fast else "faithful"})')
+
+
+def test_torch113_goldens_cover_every_case():
+    assert {p.stem for p in GOLDENS.glob('*.pt')} == set(cases.CASES_BY_NAME)
+
+
+def test_upstream_itself_is_bitwise_across_torch_for_float32():
+    """The recordings agree with each other: torch 1.13.1 and 2.13.0 upstream runs are
+    bitwise equal for every float32/float64 case (the data behind the policy rows)."""
+    for name, case in cases.CASES_BY_NAME.items():
+        a, _ = golden.load_golden(GOLDENS / f'{name}.pt')
+        b, _ = golden.load_golden(REF / 'trajectories' / f'{name}.pt')
+        if case['dtype'] == 'bfloat16':
+            golden.assert_matches(b, a, ulp=2, context=name)
+            continue
+        golden.assert_matches(b, a, context=name)
+
+
+def test_torch113_files_have_their_recorded_bytes():
+    import hashlib
+    record = json.loads((GOLDENS / 'RECORDED.json').read_text())
+    assert record['environment']['torch'] == '1.13.1'
+    assert (record['environment']['mmcv'], record['environment']['mmdet'],
+            record['environment']['mmengine']) == ('1.6.0', '2.28.2', '0.10.7')
+    assert set(record['files']) == {p.name for p in GOLDENS.glob('*.pt')}
+    for name, entry in record['files'].items():
+        assert hashlib.sha256((GOLDENS / name).read_bytes()).hexdigest() == entry['sha256'], name
