@@ -35,6 +35,7 @@ class Result:
     notes: List[str] = field(default_factory=list)
 
     def format(self) -> str:
+        """Human-readable lines: source -> destination, then evidence and notes."""
         lines = [f'{self.src} ({self.source}) -> {self.dst} ({self.target})']
         lines += [f'  evidence: {e}' for e in self.evidence]
         lines += [f'  note: {n}' for n in self.notes]

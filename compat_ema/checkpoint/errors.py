@@ -13,7 +13,7 @@ class CheckpointError(ValueError):
 class UnsafeCheckpointError(CheckpointError):
     """The file references code outside the allowlist; it was not run.
 
-    ``globals`` lists the refused ``module.name`` references.
+    ``refused`` lists the refused ``module.name`` references.
     """
 
     def __init__(self, message: str, refused=()):

@@ -78,6 +78,7 @@ class EMACheckpoint:
 
     @property
     def model_keys(self) -> List[str]:
+        """The model's ``state_dict()`` keys (no ``ema_*`` buffers), in the file's order."""
         return list(self.raw)
 
 

@@ -53,11 +53,13 @@ class Report:
         return not self.suspicious
 
     def to_dict(self) -> Dict[str, Any]:
+        """Plain data (``compat-ema inspect --json``), with ``safe`` added."""
         d = asdict(self)
         d['safe'] = self.safe
         return d
 
     def format(self) -> str:
+        """The report as text, one fact per line (``compat-ema inspect``)."""
         out = [f'file: {self.path}', f'serialization: {self.serialization}']
         if self.generation:
             out.append(f'generation: {self.generation}')

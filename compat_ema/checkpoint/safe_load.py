@@ -13,6 +13,13 @@ OpenMMLab entries below) is refused with :class:`UnsafeCheckpointError` before
 it is called; with ``opaque=True`` (used by ``inspect``) it becomes an inert
 placeholder instead and is reported. A full unpickle happens only with
 ``trust=True``.
+
+How: ``torch.load(pickle_module=<restricted module>, weights_only=False)``,
+whose ``Unpickler.find_class`` is the only way a pickle can reach a callable.
+This works the same on torch 1.13 to 2.13 (``torch.serialization.safe_globals``
+exists only on newer torch and cannot return placeholders for unknown names).
+When ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` is set, torch refuses custom unpicklers;
+torch's own weights-only loader is used then (mmengine files are refused).
 """
 from __future__ import annotations
 
