@@ -17,14 +17,16 @@ from .mmcv_runner import (CheckpointHook, EMASetupWarning, EpochBasedRunner, Ite
                           MMDataParallel, OptimizerHook)
 from .mmengine_runner import Runner
 from .models import ListLoader, TinyModel, make_loader, make_samples
-from .scenario import ScenarioResult, run_scenario, run_spec, summarize
+from .equivalence import ResumeReport, check_resume, expected_difference, resume_matrix
+from .scenario import ScenarioResult, run_scenario, run_spec, single_thread, summarize
 from .trace import MMCVRecorder, MMEngineRecorder, Trace, TraceEntry, hexf, tensor_digest
 
 __all__ = [
     # harness (compat_ema.testing.*; owned by the harness issue)
     'EpochBasedRunner', 'IterBasedRunner', 'OptimizerHook', 'CheckpointHook', 'MMDataParallel',
     'EMASetupWarning', 'Runner', 'TinyModel', 'ListLoader', 'make_loader', 'make_samples',
-    'ScenarioResult', 'run_scenario', 'run_spec', 'summarize', 'Trace', 'TraceEntry',
+    'ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize', 'Trace', 'TraceEntry',
+    'ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix',
     'MMCVRecorder', 'MMEngineRecorder', 'hexf', 'tensor_digest',
     # golden.py / pytest_plugin.py names are exported below by their owner
 ]
