@@ -536,6 +536,7 @@ def dumps(record_: Dict[str, Any]) -> str:
 
 def main(out_dir: pathlib.Path, names: Optional[List[str]] = None) -> List[pathlib.Path]:
     """Write ``out_dir/<scenario>.json`` for every scenario (or only ``names``); return the paths."""
+    previous = os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
     os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bitwise results depend on the intra-op thread count
@@ -543,6 +544,10 @@ def main(out_dir: pathlib.Path, names: Optional[List[str]] = None) -> List[pathl
         return _write_all(pathlib.Path(out_dir), names)
     finally:
         torch.set_num_threads(threads)
+        if previous is None:
+            os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+        else:
+            os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = previous
 
 
 def _write_all(out_dir: pathlib.Path, names: Optional[List[str]]) -> List[pathlib.Path]:
