@@ -305,3 +305,21 @@ def test_cli_convert_and_export(tmp_path, capsys):
     w = torch.load(tmp_path / 'w.pth', weights_only=True)
     _, ema, _ = legacy_sides('mmdet_epoch_p49_skip1.pth')
     assert bits(w['fc.weight']) == bits(ema['fc.weight'])
+
+
+def test_legacy_without_ema_and_mmengine_to_mmengine(tmp_path):
+    ck = raw_load(REF / 'mmcv_epoch_normal.pth')
+    ck['state_dict'] = type(ck['state_dict'])(
+        (k, v) for k, v in ck['state_dict'].items() if not k.startswith('ema_'))
+    plain = tmp_path / 'plain.pth'
+    torch.save(ck, plain)
+    out = tmp_path / 'e.pth'
+    res = C.convert(plain, out, to='mmengine')
+    got = raw_load(out)
+    assert 'ema_state_dict' not in got and list(got['state_dict']) == list(ck['state_dict'])
+    assert res.source == 'mmcv' and C.inspect(plain).ema_side == 'none (no ema_* buffers)'
+    with pytest.raises(C.CheckpointError, match='no EMA weights'):
+        C.export_ema(plain, tmp_path / 'w.pth')
+    with pytest.raises(C.CheckpointError, match='already an mmengine checkpoint'):
+        C.convert(REF / 'mmengine_epoch_ema.pth', tmp_path / 'x.pth', to='mmengine')
+    assert not (tmp_path / 'w.pth').exists() and not (tmp_path / 'x.pth').exists()
