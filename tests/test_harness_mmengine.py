@@ -132,3 +132,22 @@ def test_scheduler_key_and_bad_config(tmp_path):
         Runner(TinyModel(), str(tmp_path), train_cfg=dict(max_epochs=1), optim_wrapper=opt)
     with pytest.raises(KeyError, match='not in the hook registry'):
         Runner(TinyModel(), str(tmp_path), custom_hooks=[dict(type='NoSuchHook')])
+
+
+def test_train_then_test_warns_without_changing_numbers(tmp_path):
+    from compat_ema.testing.mmcv_runner import EMASetupWarning
+    with pytest.warns(EMASetupWarning, match='rebuilds the EMA model'):
+        r = run_scenario('mmengine', 'epoch', max_epochs=1, hooks=ENG, test=True,
+                         work_dir=str(tmp_path / 'a'), probes=dict(lr=lambda runner: 0.5))
+    assert r.trace[0].x == {'lr': 0.5}
+    q = run_scenario('mmengine', 'epoch', max_epochs=1, hooks=ENG, work_dir=str(tmp_path / 'b'))
+    assert all(torch.equal(r.final[k], q.final[k]) for k in q.final)
+
+
+def test_mmdataparallel_under_the_mmengine_runner(tmp_path):
+    from compat_ema.testing.mmcv_runner import MMDataParallel
+    r = run_scenario('mmengine', 'epoch', max_epochs=1, hooks=ENG, model=MMDataParallel(TinyModel()),
+                     work_dir=str(tmp_path))
+    q = run_scenario('mmengine', 'epoch', max_epochs=1, hooks=ENG, work_dir=str(tmp_path / 'plain'))
+    assert list(r.checkpoints['epoch_1.pth']['state_dict']) == list(q.checkpoints['epoch_1.pth']['state_dict'])
+    assert all(torch.equal(r.final[k], q.final[k]) for k in q.final)

@@ -61,13 +61,20 @@ class EMASetupWarning(UserWarning):
 
 
 class MMDataParallel(DataParallel):
-    """``mmcv.parallel.MMDataParallel`` on the CPU: forwards ``train_step``/``val_step``."""
+    """``mmcv.parallel.MMDataParallel`` on the CPU: forwards ``train_step``/``val_step``/``test_step``.
+
+    Both generations treat it as a wrapper (a DataParallel subclass), so hooks
+    and checkpoints see the inner module. Also usable with the mmengine fake.
+    """
 
     def train_step(self, *inputs, **kwargs):
         return self.module.train_step(*inputs, **kwargs)
 
     def val_step(self, *inputs, **kwargs):
         return self.module.val_step(*inputs, **kwargs)
+
+    def test_step(self, *inputs, **kwargs):
+        return self.module.test_step(*inputs, **kwargs)
 
 
 class LogBuffer:

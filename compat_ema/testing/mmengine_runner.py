@@ -38,6 +38,7 @@ import os
 import os.path as osp
 import re
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
@@ -484,6 +485,7 @@ class Runner:
         load_from, resume: as upstream (``resume=True`` without ``load_from`` auto-resumes
             from ``work_dir/last_checkpoint``).
         seed: written into checkpoint meta.
+        warn_ema: warn (``EMASetupWarning``) on ``test()`` after ``train()`` with an EMA hook.
     """
 
     def __init__(self, model: nn.Module, work_dir: str, train_dataloader: Optional[Iterable] = None,
@@ -497,7 +499,7 @@ class Runner:
                  custom_hooks: Optional[List[Any]] = None, load_from: Optional[str] = None,
                  resume: bool = False, seed: Optional[int] = None,
                  logger: Optional[logging.Logger] = None, hook_scope: str = 'mmengine',
-                 experiment_name: str = 'harness'):
+                 experiment_name: str = 'harness', warn_ema: bool = True):
         self.model = model
         self.work_dir = osp.abspath(work_dir)
         os.makedirs(self.work_dir, exist_ok=True)
@@ -527,6 +529,8 @@ class Runner:
         self.experiment_name = experiment_name
         self.logger = _DEFAULT_LOGGER if logger is None else logger
         self.hook_scope = hook_scope
+        self.warn_ema = warn_ema
+        self._trained = False
         self.message_hub = MessageHub()
         self._hooks: List[Hook] = []
         self.register_default_hooks(default_hooks)
@@ -662,6 +666,7 @@ class Runner:
         self.optim_wrapper.initialize_count_status(self.model, loop.iter, loop.max_iters)
         model = loop.run()
         self.call_hook('after_run')
+        self._trained = True
         return model
 
     def val(self) -> dict:
@@ -676,7 +681,18 @@ class Runner:
         return metrics
 
     def test(self) -> dict:
-        """``before_run``, ``load_or_resume``, the test loop, ``after_run``."""
+        """``before_run``, ``load_or_resume``, the test loop, ``after_run``.
+
+        After ``train()`` on the same runner with an EMA hook, issues an
+        ``EMASetupWarning`` (doctor E202): ``before_run`` rebuilds the EMA model
+        from the raw weights, as upstream does (numbers unchanged).
+        """
+        if self._trained and self.warn_ema and any(hasattr(h, 'ema_cfg') for h in self._hooks):
+            from ..doctor import diagnose
+            from .mmcv_runner import EMASetupWarning
+            for f in diagnose(dict(custom_hooks=[dict(type='EMAHook', ema_type='?')],
+                                   test_after_train=True)):
+                warnings.warn(f.message, EMASetupWarning, stacklevel=2)
         if self._test_loop is None:
             raise RuntimeError('`self._test_loop` should not be None when calling test method.')
         loop = self.test_loop

@@ -94,7 +94,8 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
                  test: bool = False, resume: Optional[dict] = None,
                  work_dir: Optional[str] = None, recorders: Sequence[str] = ('HIGHEST', 'LOWEST'),
                  meta: Optional[dict] = None, catch: bool = False,
-                 logger: Optional[logging.Logger] = None) -> ScenarioResult:
+                 logger: Optional[logging.Logger] = None,
+                 probes: Optional[Dict[str, Any]] = None) -> ScenarioResult:
     """Run one scenario through the harness.
 
     Args:
@@ -122,6 +123,7 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
         recorders: priorities of the two trace recorders (tags 'hi', 'lo'); () for none.
         meta: mmcv runner meta (default ``{}``, so CheckpointHook records hook_msgs).
         catch: return the exception in ``error`` instead of raising.
+        probes: extra ``{name: fn(runner)}`` recorded in every trace row's ``x``.
     """
     if framework not in RESUME_PATHS:
         raise ValueError(f"framework must be 'mmcv' or 'mmengine', got {framework!r}")
@@ -147,7 +149,7 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
                           checkpoint, _ema_hook_cfgs(hooks, path if how in ('hook', 'both') else None),
                           logger)
         for tag, prio in zip(tags, recorders):
-            run.register_hook(MMCVRecorder(trace, tag), priority=prio)
+            run.register_hook(MMCVRecorder(trace, tag, probes), priority=prio)
         flow = [tuple(f) for f in (workflow or [('train', 1)])]
         loaders = [data if mode == 'train' else val_data for mode, _ in flow]
         try:
@@ -165,7 +167,7 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
                               checkpoint, list(hooks), data, val_data, val, val_interval,
                               val_begin, test, how, path, logger)
         for tag, prio in zip(tags, recorders):
-            run.register_hook(MMEngineRecorder(trace, tag), priority=prio)
+            run.register_hook(MMEngineRecorder(trace, tag, probes), priority=prio)
         try:
             if how == 'test_load':
                 run.test()

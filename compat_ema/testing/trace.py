@@ -164,17 +164,20 @@ class MMCVRecorder(MMCVHook):
     Args:
         trace: the :class:`Trace` to append to.
         tag: the ``rec`` field of its rows (e.g. ``'hi'``/``'lo'``).
+        probes: optional ``{name: fn(runner) -> value}``; values land in the row's ``x``.
     """
 
-    def __init__(self, trace: Trace, tag: str):
+    def __init__(self, trace: Trace, tag: str, probes: Optional[Dict[str, Callable]] = None):
         self.trace = trace
         self.tag = tag
+        self.probes = dict(probes or {})
 
     def _record(self, runner, name: str) -> None:
         p = probe(runner)
+        extra = {k: fn(runner) for k, fn in self.probes.items()} or None
         self.trace.append(TraceEntry(self.tag, name, getattr(runner, 'mode', None), runner.iter,
                                      runner.epoch, runner.inner_iter, p['w'], p['ema_w'], p['nbt'],
-                                     p['ema_nbt'], p['rm'], p['steps'], None))
+                                     p['ema_nbt'], p['rm'], p['steps'], extra))
 
 
 for _name in MMCV_METHODS:
@@ -194,17 +197,21 @@ class MMEngineRecorder(MMEngineHook):
     Args:
         trace: the :class:`Trace` to append to.
         tag: the ``rec`` field of its rows.
+        probes: optional ``{name: fn(runner) -> value}``; values land in the row's ``x``.
     """
 
-    def __init__(self, trace: Trace, tag: str):
+    def __init__(self, trace: Trace, tag: str, probes: Optional[Dict[str, Callable]] = None):
         self.trace = trace
         self.tag = tag
+        self.probes = dict(probes or {})
 
     def _record(self, runner, name: str, kwargs: Dict[str, Any]) -> None:
         p = probe(runner, unwrap(runner.model, 'mmengine'))
         extra = None
         if 'checkpoint' in kwargs:
             extra = _checkpoint_extra(kwargs['checkpoint'])
+        if self.probes:
+            extra = dict(extra or {}, **{k: fn(runner) for k, fn in self.probes.items()})
         self.trace.append(TraceEntry(self.tag, name, None, runner.iter, runner.epoch,
                                      kwargs.get('batch_idx'), p['w'], p['ema_w'], p['nbt'],
                                      p['ema_nbt'], p['rm'], p['steps'], extra))
