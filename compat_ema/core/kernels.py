@@ -212,7 +212,9 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def _storage_key(t: Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+    if hasattr(t, 'untyped_storage'):
+        return t.untyped_storage().data_ptr()
+    return t.storage().data_ptr()  # torch < 2.0 has no Tensor.untyped_storage
 
 
 def _baseline_use_count() -> int:
