@@ -342,3 +342,14 @@ def test_forced_weights_only_env(tmp_path, monkeypatch):
     with pytest.raises(C.UnsafeCheckpointError, match='system'):
         C.load(tmp_path / 'evil.pth')
     assert not marker.exists()
+
+
+def test_inspect_flags_non_finite_weights(tmp_path, capsys):
+    ck = _good()
+    ck['state_dict']['ema_fc_bias'] = torch.tensor([0.0, float('nan'), 1.0])
+    f = tmp_path / 'nan.pth'
+    torch.save(ck, f)
+    rep = C.inspect(f)
+    assert rep.problems == ["non-finite values (NaN/Inf) in ['fc.bias']"]
+    assert cli(['inspect', str(f)]) == 1
+    assert 'PROBLEM: non-finite' in capsys.readouterr().out

@@ -165,5 +165,9 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         src = ck.meta[COMPAT_KEY].get('source') if isinstance(ck.meta[COMPAT_KEY], dict) else '?'
         rep.notes.append(f'converted by compat_ema from {src} (meta.{COMPAT_KEY} carries the '
                          'original layout)')
+    bad = [k for k, t in list(ck.raw.items()) + list((ck.ema or {}).items())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        rep.problems.append(f'non-finite values (NaN/Inf) in {sorted(set(bad))}')
     rep.notes += ck.notes
     return rep
