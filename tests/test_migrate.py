@@ -299,3 +299,28 @@ def test_simulation_uses_compat_classes_against_float64():
         m = (1 - 0.01) * math.exp(-(1 + t) / 50) + 0.01
         ref = (1 - m) * ref + m * traj[t + 1].double()
         assert float((ema[t].double() - ref).abs().max()) < 1e-5
+
+
+def test_compat_integration_names_are_understood(tmp_path):
+    """Configs that already use compat_ema's hooks in the real mmcv runners migrate too."""
+    from compat_ema.migrate import classify
+    p = tmp_path / 'c.py'
+    p.write_text("runner = dict(type='EpochBasedRunner', max_epochs=1)\n"
+                 "custom_hooks = [dict(type='CompatExpMomentumEMAHook', momentum=1e-4, "
+                 "priority=49)]\n")
+    mig = migrate_config(str(p), 'exact')
+    assert mig.mapped[0].new_entry() == dict(type='EMAHook', ema_type='LegacyExpMomentumEMA',
+                                             momentum=1e-4, priority=49)
+    assert classify(dict(type='CompatEMAHook', warm_up=3)).kind == 'mmcv.EMAHook'
+    spec = classify(dict(type='CompatEMAHook', ema_type='CompatMomentumAnnealingEMA', gamma=5))
+    assert (spec.kind, spec.ema_type) == ('mmengine.EMAHook', 'MomentumAnnealingEMA')
+    assert classify(dict(type='EMAHook', ema_type='CompatMMDet3ExpMomentumEMA')).ema_type == \
+        'ExpMomentumEMA'
+    ema = simulate_ema(dict(type='CompatEMAHook', ema_type='CompatMomentumAnnealingEMA',
+                            gamma=5, momentum=0.01), 5)
+    traj = toy_trajectory(5).double()
+    ref = traj[1].clone()  # copy at steps 0, then max(m, 5 / (5 + steps))
+    for s in range(1, 5):
+        m = max(0.01, 5 / (5 + s))
+        ref = ref + m * (traj[s + 1] - ref)
+    assert float((ema[-1].double() - ref).abs().max()) < 1e-6

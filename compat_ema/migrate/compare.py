@@ -88,6 +88,8 @@ def simulate_ema(entry: Dict[str, Any], iters: int, generation: Optional[str] = 
         cfg['ema_type'] = 'legacy.' + spec.ema_type
     elif spec.ema_type == 'ExpMomentumEMA':
         cfg['ema_type'] = 'mmdet3.ExpMomentumEMA'
+    else:
+        cfg['ema_type'] = 'mmengine.' + (spec.ema_type or 'ExponentialMovingAverage')
     hook = HOOKS.build(cfg)
     hook.before_run(runner)
     hook.before_train(runner)

@@ -130,8 +130,14 @@ class HookSpec:
 
 
 def short_type(name: str) -> str:
-    """``'mmdet.ExpMomentumEMA'`` -> ``'ExpMomentumEMA'``."""
-    return name.rsplit('.', 1)[-1]
+    """``'mmdet.ExpMomentumEMA'`` -> ``'ExpMomentumEMA'``; compat_ema's integration names
+    (``CompatEMAHook``, ``CompatExpMomentumEMAHook``, ``CompatMMDet3ExpMomentumEMA``, ...,
+    see :mod:`compat_ema.integrations`) -> the upstream name they reproduce."""
+    short = name.rsplit('.', 1)[-1]
+    for prefix in ('CompatMMDet3', 'CompatMMYOLO', 'Compat'):
+        if short.startswith(prefix) and len(short) > len(prefix) and short[len(prefix)].isupper():
+            return short[len(prefix):]
+    return short
 
 
 _WORD = re.compile(r'[A-Z]+(?=[A-Z][a-z]|\b|_|\d)|[A-Z]?[a-z]+|[A-Z]+|\d+')
@@ -174,6 +180,8 @@ def classify(entry: Any, generation: Optional[str] = None) -> Optional[HookSpec]
     if not isinstance(entry, dict) or not isinstance(entry.get('type'), str):
         return None
     type_name = entry['type']
+    if short_type(type_name) != type_name.rsplit('.', 1)[-1]:  # a compat integration name
+        type_name = short_type(type_name)
     args = {k: v for k, v in entry.items() if k not in ('type', 'priority')}
     keys = set(args)
     kind: Optional[str] = None
