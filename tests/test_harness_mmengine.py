@@ -5,7 +5,6 @@ Expected values are RUNNER_SPEC's verified facts, not outputs of the code under 
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 import torch

@@ -32,7 +32,6 @@ updater configs (pass Hook instances instead), logger output.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import os.path as osp
@@ -46,7 +45,6 @@ from torch.optim import Optimizer
 
 from ..core.checks import require
 from ..core.priority import Priority, get_priority
-from ..core.wrappers import is_wrapper
 from ..mmcv.runner.hooks.hook import Hook
 from ..registry import HOOKS
 from . import mmcv_checkpoint
@@ -489,7 +487,7 @@ class EpochBasedRunner(BaseRunner):
             for i, (mode, epochs) in enumerate(workflow):
                 if not isinstance(mode, str):
                     raise TypeError(f'mode in workflow must be a str, but got {type(mode)}')
-                if mode not in ('train', 'val') and not hasattr(self, mode):
+                if not hasattr(self, mode):
                     raise ValueError(f'runner has no method named "{mode}" to run an epoch')
                 epoch_runner = getattr(self, mode)
                 for _ in range(epochs):
