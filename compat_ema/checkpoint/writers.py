@@ -178,6 +178,10 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
         if by_epoch != ck.by_epoch:
             meta['epoch'] = ck.epochs_done if by_epoch else ck.epochs_done + 1
             meta['iter'] = ck.iters_done if by_epoch else ck.iters_done - 1
+    if ck.steps is not None and ck.steps != ck.iters_done:
+        notes.append(f'steps {ck.steps} != {ck.iters_done} iterations done (begin_iter/'
+                     'begin_epoch, or a load_from restart): legacy hooks count runner.iter '
+                     'instead, so momentum schedules see a different step count')
     if ck.ema is None:
         sd = OrderedDict(ck.raw)
         swapped = None
