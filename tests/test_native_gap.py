@@ -57,11 +57,16 @@ def parse(table):
     return iters, rows
 
 
+#: the build the documented numbers come from; elsewhere a rounding-level gap may also be 0
+RECORDING = torch.__version__ == '2.13.0+cpu'
+
+
 def check_value(where, doc, got):
     if doc == 0.0:
         assert got == 0.0, f'{where}: documented 0, measured {got!r}'
     elif doc < 1e-6:
-        assert 0.0 < got < 1e-6, f'{where}: documented rounding-level {doc}, measured {got!r}'
+        assert (0.0 < got if RECORDING else 0.0 <= got) and got < 1e-6, (
+            f'{where}: documented rounding-level {doc}, measured {got!r}')
     else:
         assert got == pytest.approx(doc, rel=0.01), f'{where}: documented {doc}, measured {got!r}'
 
@@ -87,12 +92,14 @@ def test_the_documented_conclusions(report):
     # mmdet 3.x: bitwise identical to the legacy run from iteration 2 (same mul_/add_, same m)
     assert all(r('mmdet3').params[i] == 0 and r('mmdet3').buffers[i] == 0 for i in late)
     # mmyolo: lerp_ rounding, small and not growing
-    assert all(0 < r('mmyolo').params[i] < 2e-7 for i in late)
+    assert all(r('mmyolo').params[i] < 2e-7 for i in late)
+    if RECORDING:
+        assert all(r('mmyolo').params[i] > 0 for i in late)
     # the converted legacy checkpoint resumed under mmdet 3.x continues bitwise
     conv = r('converted_mmdet3_resume')
     assert conv.params and all(v == 0 for v in conv.params.values())
     assert all(v == 0 for v in conv.buffers.values())
-    assert all(0 < v < 2e-7 for v in r('converted_mmyolo_resume').params.values())
+    assert all(v < 2e-7 for v in r('converted_mmyolo_resume').params.values())
     # load_from: steps restart, the EMA copies the raw weights -> the gap is the whole EMA effect
     assert r('converted_mmdet3_load_from').params[1500] == report.ema_effect[1500]
     assert r('converted_mmdet3_load_from').params[2999] > 0.5 * report.ema_effect[2999]
