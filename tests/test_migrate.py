@@ -324,3 +324,22 @@ def test_compat_integration_names_are_understood(tmp_path):
         m = max(0.01, 5 / (5 + s))
         ref = ref + m * (traj[s + 1] - ref)
     assert float((ema[-1].double() - ref).abs().max()) < 1e-6
+
+
+def test_merge_delete_and_nested(tmp_path):
+    (tmp_path / 'base.py').write_text(
+        "opt = dict(type='SGD', lr=0.1, extra=dict(a=1, b=2))\nlr = dict(policy='step', step=[8])\n")
+    (tmp_path / 'child.py').write_text(
+        "_base_ = './base.py'\nopt = dict(lr=0.2, extra=dict(b=3, _delete_=False))\n"
+        "lr = dict(_delete_=True, policy='YOLOX')\nx = opt['lr'] if False else 1\n")
+    cfg = load_config(str(tmp_path / 'child.py')).cfg
+    assert cfg['opt'] == dict(type='SGD', lr=0.2, extra=dict(a=1, b=3))
+    assert cfg['lr'] == dict(policy='YOLOX')
+
+
+def test_bad_values_are_clear_errors(tmp_path, capsys):
+    p = tmp_path / 'c.py'
+    p.write_text("custom_hooks = [dict(type='mmcv.EMAHook', momentum=0.5, interval=2000)]\n")
+    assert cli(['migrate', str(p), '--native']) == 2
+    assert 'momentum**interval' in capsys.readouterr().err
+    assert cli(['migrate', str(p), '--sim-iters', '0']) == 2

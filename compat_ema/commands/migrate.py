@@ -21,8 +21,11 @@ def _run(args: argparse.Namespace) -> int:
         mig = migrate_config(args.config, mode=mode, out=out, iters=args.iters,
                              keep_unknown=args.keep_unknown, generation=args.generation)
     except (ConfigError, UnknownKeysError, AmbiguousHookError, UnsupportedHooks,
-            OutputExists) as exc:
+            OutputExists, ValueError) as exc:
         print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
+        return 2
+    if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
+        print('compat-ema migrate: error: --iters and --sim-iters must be >= 1', file=sys.stderr)
         return 2
     print(rep.migration_report(mig, sim_iters=args.sim_iters))
     if not mig.changed:

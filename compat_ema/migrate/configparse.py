@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import operator
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -180,7 +181,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
     if isinstance(node, ast.Subscript):
         base = _eval(node.value, names, src)
         index = node.slice
-        if isinstance(index, ast.Index):  # pragma: no cover - python 3.8
+        if sys.version_info < (3, 9) and isinstance(index, ast.Index):  # pragma: no cover
             index = index.value  # type: ignore[attr-defined]
         key = _eval(index, names, src)
         try:
@@ -307,12 +308,15 @@ def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
     """mmcv's ``Config._merge_a_into_b``: dicts merge unless ``_delete_``, the rest replaces."""
     out = dict(base)
     for k, v in child.items():
-        if isinstance(v, dict) and k in out and not v.get('_delete_', False):
-            if isinstance(out[k], dict):
-                out[k] = _merge_into(v, out[k])
-                continue
-        if isinstance(v, dict) and v.get('_delete_', False):
+        if isinstance(v, dict) and k in out and '_delete_' in v:
+            delete = v['_delete_']
             v = {kk: vv for kk, vv in v.items() if kk != '_delete_'}
+            if delete:
+                out[k] = v
+                continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge_into(v, out[k])
+            continue
         out[k] = v
     return out
 
