@@ -94,3 +94,12 @@ def test_doctor_cli(tmp_path, capsys):
     assert 'E102' in capsys.readouterr().out
     assert cli_main(['doctor', 'not a config(']) == 2
     assert load_config('{"type": "EMAHook"}') == {'type': 'EMAHook'}
+
+
+def test_doctor_resume_matrix_cli(capsys):
+    rc = cli_main(['doctor', '--resume-matrix', '--matrix-runner', 'epoch',
+                   '--matrix-generation', 'mmengine'])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(lines) == 3
+    assert lines[0].endswith('resume=resume: equal') and lines[1].endswith('resume=auto: equal')
+    assert 'resume=load_from: differs (C.9' in lines[2]

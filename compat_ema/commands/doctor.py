@@ -2,10 +2,30 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import warnings
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    from ..testing.equivalence import resume_matrix
+    from ..testing.scenario import single_thread
+    logging.disable(logging.WARNING)  # the runners' key-mismatch messages are expected here
+    try:
+        with single_thread(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            reports = resume_matrix(runners=args.matrix_runner or ('epoch', 'iter'),
+                                    generations=args.matrix_generation or ('mmcv', 'mmdet', 'mmengine'))
+    finally:
+        logging.disable(logging.NOTSET)
+    for report in reports:
+        print(report)
+    return 0 if all(r.consistent for r in reports) else 1
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..doctor import diagnose, format_findings, load_config
+    if args.resume_matrix:
+        return _matrix(args)
     try:
         config = load_config(args.config) if args.config else {}
         extra = load_config(args.hook) if args.hook else None
@@ -60,4 +80,12 @@ def register(sub) -> None:
     p.add_argument('--generation', choices=('mmcv', 'mmengine'), help='force the API generation')
     p.add_argument('--test-after-train', action='store_true',
                    help='mmengine: runner.test() is called after runner.train() on the same runner')
+    p.add_argument('--resume-matrix', action='store_true',
+                   help='run the harness resume-equivalence matrix (uninterrupted vs resumed at '
+                        'every checkpoint, per runner mode, generation, priority and resume path) '
+                        'and print which paths reproduce the uninterrupted run bit for bit')
+    p.add_argument('--matrix-runner', action='append', choices=('epoch', 'iter'),
+                   help='limit --resume-matrix to these runner modes')
+    p.add_argument('--matrix-generation', action='append', choices=('mmcv', 'mmdet', 'mmengine'),
+                   help='limit --resume-matrix to these EMA generations')
     p.set_defaults(func=_run)
