@@ -353,3 +353,13 @@ def test_inspect_flags_non_finite_weights(tmp_path, capsys):
     assert rep.problems == ["non-finite values (NaN/Inf) in ['fc.bias']"]
     assert cli(['inspect', str(f)]) == 1
     assert 'PROBLEM: non-finite' in capsys.readouterr().out
+
+
+def test_output_gets_the_usual_file_mode(tmp_path):
+    out = tmp_path / 'out.pth'
+    old = os.umask(0o022)
+    try:
+        C.export_ema(MMCV, out)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644

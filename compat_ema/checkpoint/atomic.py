@@ -27,6 +27,12 @@ def _same(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_destination(dst, sources: Iterable = (), force: bool = False) -> Path:
     """Refuse a destination that is an input, a directory, or exists (unless ``force``)."""
     dst = Path(dst)
@@ -54,6 +60,7 @@ def atomic_save(obj: Any, dst, sources: Iterable = (), force: bool = False) -> P
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
         # checked again right before the rename: the input must never be replaced
         check_destination(dst, sources, force)
         os.replace(tmp, dst)
