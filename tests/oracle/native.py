@@ -226,11 +226,11 @@ def apply_step(model: nn.Module, step: dict) -> None:
 
 def full_state(module: nn.Module) -> dict:
     """state_dict plus non-persistent buffers (under ``<name>#np``), detached clones."""
-    out = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    out = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     persistent = set(module.state_dict())
     for name, b in module.named_buffers():
         if name not in persistent:
-            out[name + '#np'] = b.detach().clone()
+            out[name + '#np'] = b.detach().cpu().clone()
     return out
 
 
@@ -328,21 +328,22 @@ def _prefixed(prefix: str, state: dict) -> dict:
     return {prefix + k: v for k, v in state.items()}
 
 
-def drive(case: dict, make_ema, make_hook, src: list, arg: list = None):
+def drive(case: dict, make_ema, make_hook, src: list, arg: list = None, device: str = 'cpu'):
     """Run ``case`` with the given factories; returns ``(labels, snapshots)``.
 
     ``make_ema(model, **kw)`` builds the averaged model (drivers 'direct' and
     'other'); ``make_hook(**kw)`` builds an mmengine-style ``EMAHook``
     (driver 'hook'). ``src``/``arg``: the source states per step (``arg`` is
     the other model passed to ``update_parameters`` by driver 'other').
+    ``device``: where the models live (snapshots are CPU copies).
     """
     labels, snaps = [], []
-    model = build_model(case['spec'], case['seed'])
+    model = build_model(case['spec'], case['seed']).to(device)
     load_full_state(model, src[0])
     if case['driver'] in ('direct', 'other'):
         other = None
         if case['driver'] == 'other':
-            other = build_model(case['spec'], case['seed'] + 1)
+            other = build_model(case['spec'], case['seed'] + 1).to(device)
             load_full_state(other, arg[0])
         ema = make_ema(model, **case['kw'])
         labels.append('init')
@@ -387,7 +388,7 @@ def drive(case: dict, make_ema, make_hook, src: list, arg: list = None):
             labels.append(f'checkpoint {t - 1}')
             snaps.append({**_prefixed('ckpt.state_dict.', ck['state_dict']),
                           **_prefixed('ckpt.ema_state_dict.', ck['ema_state_dict'])})
-            runner.model = build_model(case['spec'], case['seed'] + 7)
+            runner.model = build_model(case['spec'], case['seed'] + 7).to(device)
             runner._resume = event == 'resume'
             hook = make_hook(**hook_kw)
             hook.before_run(runner)

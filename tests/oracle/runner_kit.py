@@ -55,8 +55,10 @@ def prepare(monkeypatch):
 
 
 @pytest.fixture
-def real_runners(monkeypatch):
-    """The real runners, ready (see :func:`prepare`), with compat's integrations imported."""
+def real_runners(monkeypatch, tmp_path):
+    """The real runners, ready (see :func:`prepare`), with compat's integrations imported; the
+    working directory is ``tmp_path`` (mmengine runs ``git`` in it for its version string)."""
+    monkeypatch.chdir(tmp_path)
     threads = prepare(monkeypatch)
     import compat_ema.integrations.mmcv  # noqa: F401
     import compat_ema.integrations.mmengine_plugin  # noqa: F401
@@ -306,7 +308,8 @@ def diff(a: Any, b: Any, where: str = '', skip: Sequence[str] = ()) -> List[str]
 
 
 MMCV_SKIP = ('.meta.time',)
-ENGINE_SKIP = ('.meta.time', '.meta.experiment_name', '.message_hub')
+# mmengine appends `git rev-parse HEAD` of the working directory to meta.mmengine_version
+ENGINE_SKIP = ('.meta.time', '.meta.experiment_name', '.meta.mmengine_version', '.message_hub')
 
 
 def compare_work_dirs(dir_a: Path, dir_b: Path, skip: Sequence[str]) -> List[str]:

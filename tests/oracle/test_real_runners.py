@@ -28,7 +28,7 @@ from runner_kit import (ENGINE_SKIP, MMCV_SKIP, compare_work_dirs, diff, ema_hoo
                         make_batches, make_weights, rand_choice, real_runners, run_engine,
                         run_mmcv)
 
-N_CASES = int(os.environ.get('COMPAT_EMA_RUNNER_CASES', '10'))
+N_CASES = int(os.environ.get('COMPAT_EMA_RUNNER_CASES', '20'))
 
 # (real name in mmcv HOOKS, compat name in mmcv HOOKS, argument names)
 MMCV_KINDS = {
