@@ -11,8 +11,9 @@
 No OpenMMLab package is imported.
 """
 from .atomic import atomic_save
-from .convert import Result, convert, export_ema, read
+from .convert import Result, convert, read
 from .errors import CheckpointError, UnsafeCheckpointError
+from .export import export_ema
 from .formats import EMACheckpoint, parse
 from .keys import ema_name, match_ema_keys
 from .report import Report, inspect

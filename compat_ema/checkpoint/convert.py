@@ -1,4 +1,4 @@
-"""Convert EMA checkpoints between mmcv 1.x, mmdet 2.x and mmengine 0.x; export EMA weights.
+"""Convert EMA checkpoints between mmcv 1.x, mmdet 2.x and mmengine 0.x.
 
 No upstream counterpart: OpenMMLab ships no converter between these layouts
 (UPSTREAM_NOTES "Migration facts"). Inputs are loaded safely
@@ -7,7 +7,6 @@ No upstream counterpart: OpenMMLab ships no converter between these layouts
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -18,7 +17,7 @@ from .formats import EMACheckpoint, parse
 from .safe_load import load
 from .writers import to_legacy, to_mmengine
 
-__all__ = ['read', 'convert', 'export_ema', 'Result', 'TARGETS']
+__all__ = ['read', 'convert', 'Result', 'TARGETS']
 
 TARGETS = ('mmcv', 'mmdet', 'mmengine')
 
@@ -88,22 +87,3 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
         raise CheckpointError(f'{src}: {exc}') from None
     atomic_save(out, dst, [src], force)
     return Result(src, dst, ck.generation, to, ck.evidence, ck.notes)
-
-
-def export_ema(src, dst, force: bool = False, model_keys: Optional[Sequence[str]] = None,
-               priority=None, by_epoch: Optional[bool] = None, trust: bool = False) -> Result:
-    """Write a plain state dict of the EMA weights of ``src`` to ``dst``, for inference.
-
-    The result is a flat ``{model key: tensor}`` dict (``model.load_state_dict``
-    takes it as is; mmcv/mmengine ``load_checkpoint`` too). Keys the hook did
-    not average (mmcv: buffers) hold the model's own values, as the EMA model
-    of each generation does. Refuses a file without EMA state.
-    """
-    src = Path(src)
-    dst = check_destination(dst, [src], force)
-    ck = read(src, trust=trust, model_keys=model_keys, priority=priority, by_epoch=by_epoch)
-    if ck.ema is None:
-        raise CheckpointError(f'{src}: no EMA weights in this checkpoint ({ck.evidence[-1]})')
-    sd = OrderedDict((k, ck.ema.get(k, v)) for k, v in ck.raw.items())
-    atomic_save(sd, dst, [src], force)
-    return Result(src, dst, ck.generation, 'state dict (EMA weights)', ck.evidence, ck.notes)
