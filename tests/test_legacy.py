@@ -338,3 +338,26 @@ def test_no_openmmlab_import_outside_integrations():
         import mmengine  # noqa: F401
     except ImportError:
         assert 'compat_ema.integrations.mmengine_plugin needs mmengine' in out, out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('cls,kwargs', [(LegacyMMCVEMA, dict(momentum=0.3, interval=2, warm_up=3)),
+                                        (LegacyExpMomentumEMA, dict(momentum=0.01, total_iter=4))])
+def test_cuda_matches_cpu_within_policy(cls, kwargs):
+    """On CUDA the legacy types follow MIGRATION.md's tolerance policy (16 ULP) against CPU."""
+    cpu_model = TinyModel()
+    gpu_model = TinyModel().cuda()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    a, b = cls(cpu_model, **kwargs), cls(gpu_model, **kwargs)
+    for it in range(8):
+        _set_all(cpu_model, it)
+        gpu_model.load_state_dict(cpu_model.state_dict())
+        a.update_parameters(cpu_model)
+        b.update_parameters(gpu_model)
+    for k, v in a.module.state_dict().items():
+        w = b.module.state_dict()[k].cpu()
+        if v.dtype.is_floating_point:
+            ulp = torch.finfo(v.dtype).eps * v.abs().clamp_min(1e-30)
+            assert ((v - w).abs() <= 16 * ulp + 16 * torch.finfo(v.dtype).eps).all(), k
+        else:
+            assert torch.equal(v, w), k

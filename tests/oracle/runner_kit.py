@@ -172,12 +172,16 @@ def loader(batches) -> DataLoader:
 def run_mmcv(work_dir: Path, weights, batches, hook_cfgs: Sequence[dict], *, by_epoch: bool = True,
              max_epochs: int = 2, max_iters: int = 6, workflow=(('train', 1),),
              val_batches=None, ckpt_interval: int = 1, resume: Optional[str] = None,
-             width: int = 3, bn: bool = True, probes: Sequence[Any] = ()):
-    """Train an :class:`MMCVNet` with a real mmcv runner; hooks named in ``custom_hooks``."""
+             width: int = 3, bn: bool = True, probes: Sequence[Any] = (), wrap: bool = False):
+    """Train an :class:`MMCVNet` with a real mmcv runner; hooks named in ``custom_hooks``;
+    ``wrap`` puts the model in mmcv's ``MMDataParallel`` (CPU mode)."""
     import mmcv.runner as mr
     model = MMCVNet(width, bn)
     model.load_state_dict(weights)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if wrap:
+        from mmcv.parallel import MMDataParallel
+        model = MMDataParallel(model)
     work_dir.mkdir(parents=True, exist_ok=True)
     if by_epoch:
         runner = mr.EpochBasedRunner(model, optimizer=optimizer, work_dir=str(work_dir),

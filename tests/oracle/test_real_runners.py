@@ -66,6 +66,7 @@ def _mmcv_pair(tmp_path: Path, tag: str, kind: str, args: dict, priority, **run_
         runners[side] = run_mmcv(dirs[side], hook_cfgs=[cfg], **kw)
     _assert_no_diff(compare_work_dirs(dirs['real'], dirs['compat'], MMCV_SKIP), f'{tag} checkpoints')
     real_m, compat_m = runners['real'].model, runners['compat'].model
+    real_m, compat_m = getattr(real_m, 'module', real_m), getattr(compat_m, 'module', compat_m)
     _assert_no_diff(diff(real_m.state_dict(), compat_m.state_dict(), 'final model'), tag)
     _assert_no_diff(diff(real_m.val_outputs, compat_m.val_outputs, 'val outputs'), tag)
     assert [type(h).__name__ for h in runners['real'].hooks] == \
@@ -309,3 +310,13 @@ def test_engine_resume_without_ema_state_dict(real_runners, tmp_path):
     runners, _ = _engine_pair(tmp_path, 'resumed', dict(_EMA, interval=2), max_epochs=2,
                               resume=True, load_from=('plain', 'epoch_1.pth'), **std)
     assert int(ema_hook_of(runners['compat']).ema_model.steps) == 3  # 0 at resume, 3 updates
+
+
+@pytest.mark.parametrize('kind', ['mmcv', 'exp'])
+def test_mmcv_wrapped_model(real_runners, tmp_path, kind):
+    """The model inside mmcv's MMDataParallel: the hooks unwrap it as upstream's do."""
+    args = dict(momentum=0.3, interval=1, warm_up=2, skip_buffers=False, total_iter=5)
+    runners, _ = _mmcv_pair(tmp_path, 'wrapped', kind, args, 49, wrap=True,
+                            workflow=(('train', 1), ('val', 1)), val_batches=make_batches(2, 2),
+                            **_std(17))
+    assert any(k.startswith('ema_') for k in runners['compat'].model.module.state_dict())
