@@ -36,7 +36,7 @@ def load_case(name: str):
     return expected, meta
 
 
-def replay(case: dict, expected: golden.Trajectory) -> golden.Trajectory:
+def replay(case: dict, expected: golden.Trajectory, device: str = 'cpu') -> golden.Trajectory:
     src = native.states_from_snapshots(expected.labels, expected.snapshots, 'src.')
     arg = (native.states_from_snapshots(expected.labels, expected.snapshots, 'arg.')
            if case['driver'] == 'other' else None)
@@ -45,7 +45,7 @@ def replay(case: dict, expected: golden.Trajectory) -> golden.Trajectory:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         labels, snaps = native.drive(case, cls, lambda **kw: EMAHook(ema_type=name, **kw),
-                                     src, arg)
+                                     src, arg, device=device)
     return golden.Trajectory(labels, snaps)
 
 
@@ -64,6 +64,17 @@ def test_replays_native_golden(name, kernel_path):
     golden.assert_matches(expected, replay(meta['case'], expected), ulp=tol.ulp, atol=tol.atol,
                           context=f'native golden {name!r} (torch {torch.__version__}, '
                                   f"{'foreach' if kernel_path else 'faithful'} kernels)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_replays_native_golden_cuda(name, kernel_path):
+    expected, meta = load_case(name)
+    tol = golden.tolerance_for(torch.__version__, 'cuda')
+    golden.assert_matches(expected, replay(meta['case'], expected, device='cuda'), ulp=tol.ulp,
+                          atol=tol.atol, context=f'native golden {name!r} (torch '
+                                                 f"{torch.__version__}, cuda, "
+                                                 f"{'foreach' if kernel_path else 'faithful'})")
 
 
 def test_every_file_is_a_case_and_back():

@@ -324,6 +324,10 @@ def source_states(case: dict, which: str = 'src') -> list:
     return states
 
 
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def _prefixed(prefix: str, state: dict) -> dict:
     return {prefix + k: v for k, v in state.items()}
 
@@ -386,8 +390,8 @@ def drive(case: dict, make_ema, make_hook, src: list, arg: list = None, device: 
             hook.before_save_checkpoint(runner, ck)
             ck = copy.deepcopy(ck)
             labels.append(f'checkpoint {t - 1}')
-            snaps.append({**_prefixed('ckpt.state_dict.', ck['state_dict']),
-                          **_prefixed('ckpt.ema_state_dict.', ck['ema_state_dict'])})
+            snaps.append({**_prefixed('ckpt.state_dict.', _cpu(ck['state_dict'])),
+                          **_prefixed('ckpt.ema_state_dict.', _cpu(ck['ema_state_dict']))})
             runner.model = build_model(case['spec'], case['seed'] + 7).to(device)
             runner._resume = event == 'resume'
             hook = make_hook(**hook_kw)
