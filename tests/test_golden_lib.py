@@ -144,6 +144,7 @@ def test_tolerance_policy_rows():
     assert golden.tolerance_for('2.13.0+cpu', 'cpu').ulp == 0
     assert golden.tolerance_for('2.13.0+cpu', 'cpu').atol == {}
     assert golden.tolerance_for('2.6.0+cu124', 'cpu').ulp == 0
+    assert golden.tolerance_for('1.13.1+cu117', 'cpu').ulp == {'default': 0, 'bfloat16': 2}
     for version, device in [('2.6.0+cpu', 'cpu'), ('1.13.1', 'cpu'), ('2.13.0+cu126', 'cpu'),
                             ('2.13.0+cu126', 'cuda'), ('2.13.0+cpu', 'cuda:0')]:
         tol = golden.tolerance_for(version, device)
@@ -162,6 +163,9 @@ def test_migration_table_matches_the_code_table():
                 or cells[0] == 'torch build':
             continue
         build = '*' if cells[0].startswith('any') else cells[0].strip('`')
-        rows.append((build, cells[1], int(re.match(r'\d+', cells[2]).group())))
-    code = [(pat, dev, tol.ulp) for pat, dev, tol in golden.TOLERANCE_TABLE]
+        ulp = {'default': int(re.match(r'\d+', cells[2]).group())}
+        ulp.update((k, int(v)) for k, v in re.findall(r'(\w+): (\d+)', cells[2]))
+        rows.append((build, cells[1], ulp))
+    code = [(pat, dev, dict(tol.ulp) if isinstance(tol.ulp, dict) else {'default': tol.ulp})
+            for pat, dev, tol in golden.TOLERANCE_TABLE]
     assert rows == code
