@@ -57,11 +57,13 @@ except ImportError as _exc:
                       f'(pip install compat-ema[mmengine]); importing it failed: {_exc}') from _exc
 
 from ..core.wrappers import register_wrapper
+from ..legacy.hook import LegacyEMAHook as _LegacyEMAHook
+from ..mmengine.hooks.ema_hook import EMAHook as _CompatEMAHook
 from ..registry import HOOKS, MODELS, SCOPES
 from ._mixin import hook_class_for, retype
 
-__all__ = ['PREFIXES', 'REGISTERED_HOOKS', 'REGISTERED_MODELS', 'as_mmengine_hook',
-           'mmengine_hook_class', 'install']
+__all__ = ['CompatEMAHook', 'LegacyEMAHook', 'PREFIXES', 'REGISTERED_HOOKS', 'REGISTERED_MODELS',
+           'as_mmengine_hook', 'mmengine_hook_class', 'install']
 
 _LOG = logging.getLogger('compat_ema.integrations')
 
@@ -124,11 +126,11 @@ def install() -> Dict[str, Dict[str, type]]:
         for name, cls in sorted(HOOKS.get_scope(scope)._module_dict.items()):
             mixed = mmengine_hook_class(cls)
             _register(ENGINE_HOOKS, prefix + name, mixed, REGISTERED_HOOKS)
-            globals().setdefault(prefix + name, mixed)
     _register_wrappers()
     return {'hooks': dict(REGISTERED_HOOKS), 'models': dict(REGISTERED_MODELS)}
 
 
 install()
-CompatEMAHook = REGISTERED_HOOKS.get('CompatEMAHook')
-LegacyEMAHook = REGISTERED_HOOKS.get('LegacyEMAHook')
+#: compat's mmengine EMAHook / LegacyEMAHook as real ``mmengine.hooks.Hook`` subclasses
+CompatEMAHook = mmengine_hook_class(_CompatEMAHook)
+LegacyEMAHook = mmengine_hook_class(_LegacyEMAHook)

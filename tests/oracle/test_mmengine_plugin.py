@@ -103,3 +103,7 @@ def test_plugin_install_is_idempotent_and_stages(real_runners):
     assert isinstance(hook, Hook)
     assert 'after_train_epoch' in hook.get_triggered_stages()
     assert 'after_val_epoch' in hook.get_triggered_stages()  # overridden (to not swap)
+    from compat_ema.mmengine import EMAHook as PlainEMAHook
+    plain = PlainEMAHook(momentum=0.01)
+    assert plugin.as_mmengine_hook(plain) is plain and isinstance(plain, Hook)
+    assert isinstance(plain, PlainEMAHook) and type(plain) is plugin.CompatEMAHook
