@@ -236,8 +236,9 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
     except Exception as exc:  # whatever a corrupt stream makes torch or pickle raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if _forced_weights_only() and 'weights only' in str(exc).lower():
-            found = re.search(r'GLOBAL (\S+)', str(exc))
-            what = f'refused {found.group(1)}' if found else msg[:120]
+            found = re.search(r'(?:GLOBAL|[Cc]lass|global:?) ([A-Za-z_][\w.]*\.\w+)', str(exc))
+            flat = ' '.join(str(exc).split())
+            what = f'refused {found.group(1)}' if found else f'refused it ({flat[:300]})'
             raise UnsafeCheckpointError(
                 f'{path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, so torch\'s own weights-only '
                 f'loader was used and {what}; unset it to use compat_ema\'s restricted loader '
