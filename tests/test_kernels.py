@@ -31,6 +31,12 @@ OPS = ['mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_']
 WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
 
+@pytest.fixture(autouse=True)
+def exchange_small_tensors(monkeypatch):
+    """Let the tiny test tensors take the storage-exchange path (normally only >= 32768 elements)."""
+    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
+
+
 @pytest.fixture
 def threads(request):
     before = torch.get_num_threads()
@@ -246,6 +252,19 @@ def test_swap_tied_entries_follow_upstream_order():
         return [alias1, alias2], [torch.randn(4), torch.randn(4)], [w]
 
     _swap_both_ways(make)
+
+
+def test_small_tensors_are_copied_by_default(monkeypatch):
+    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 15)
+    small, big = nn.Parameter(torch.randn(100)), nn.Parameter(torch.randn(1 << 15))
+    e_small, e_big = torch.randn(100), torch.randn(1 << 15)
+    ptrs = small.data_ptr(), big.data_ptr()
+    want = e_small.clone(), e_big.clone()
+    kernels.swap_([small, big], [e_small, e_big], fast=True)
+    assert small.data_ptr() == ptrs[0] and torch.equal(small, want[0])
+    if _use_count_available():
+        assert big.data_ptr() != ptrs[1]
+    assert torch.equal(big, want[1])
 
 
 def test_swap_exchange_can_be_turned_off():

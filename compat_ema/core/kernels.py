@@ -38,7 +38,7 @@ from torch import Tensor
 
 __all__ = ['set_fast_path', 'fast_path_enabled', 'set_exchange_swap', 'exchange_swap_enabled',
            'TensorPairs', 'mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_', 'exchangeable',
-           'SWAP_SCRATCH_BYTES']
+           'SWAP_SCRATCH_BYTES', 'EXCHANGE_MIN_NUMEL']
 
 _FAST = os.environ.get('COMPAT_EMA_FAITHFUL', '') in ('', '0')
 _EXCHANGE = os.environ.get('COMPAT_EMA_SWAP', '').lower() not in ('copy', '0')
@@ -210,6 +210,20 @@ def copy_(dst: Sequence[Tensor], src: Sequence[Tensor], fast: Optional[bool] = N
 
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
+#: Tensors smaller than this (elements) are swapped by copying: for them the
+#: checks that make an exchange safe cost more than the three copies.
+EXCHANGE_MIN_NUMEL = 1 << 15
+
+try:
+    from torch._utils import _unflatten_dense_tensors as _unflatten
+except ImportError:  # pragma: no cover - very old torch
+    def _unflatten(flat: Tensor, tensors: Sequence[Tensor]) -> List[Tensor]:
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset:offset + t.numel()].view(t.shape))
+            offset += t.numel()
+        return out
+
 
 def _storage_key(t: Tensor) -> int:
     if hasattr(t, 'untyped_storage'):
@@ -292,21 +306,22 @@ def _copy_swap_batched(a: List[Tensor], b: List[Tensor]) -> None:
     """The same three copies with foreach calls and a bounded, reused scratch buffer.
 
     Only for pairs with no memory shared between any two of them, where the
-    order of the pairs cannot matter.
+    order of the pairs cannot matter. Scratch views are cut in C++
+    (``_unflatten_dense_tensors``), so there is no per-tensor Python work.
     """
     for (device, dtype), (xs, ys) in _groups([x.data for x in a], [y.data for y in b]).items():
+        sizes = [x.numel() for x in xs]
         itemsize = torch.empty((), dtype=dtype).element_size()
-        budget = max(SWAP_SCRATCH_BYTES // itemsize, max(x.numel() for x in xs))
-        scratch = torch.empty(budget, dtype=dtype, device=device)
+        budget = max(SWAP_SCRATCH_BYTES // itemsize, max(sizes))
+        scratch = torch.empty(min(budget, sum(sizes)), dtype=dtype, device=device)
         start = 0
         while start < len(xs):
             stop, used = start, 0
-            while stop < len(xs) and used + xs[stop].numel() <= budget:
-                used += xs[stop].numel()
+            while stop < len(xs) and used + sizes[stop] <= budget:
+                used += sizes[stop]
                 stop += 1
             bx, by = xs[start:stop], ys[start:stop]
-            sizes = [x.numel() for x in bx]
-            tmps = [t.view(x.shape) for t, x in zip(scratch[:used].split(sizes), bx)]
+            tmps = _unflatten(scratch[:used], bx)
             if _HAS_FOREACH_COPY:
                 torch._foreach_copy_(tmps, bx)
                 torch._foreach_copy_(bx, by)
@@ -334,7 +349,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
     they are re-pointed after the exchange. Pairs that cannot be exchanged are
     copied in place through a bounded scratch buffer; if any memory is shared
     between pairs (tied weights listed twice), the whole swap runs upstream's
-    loop in order.
+    loop in order. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are always copied.
     """
     a, b = list(a), list(b)
     if len(a) > len(b):
@@ -356,7 +371,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         rest_a: List[Tensor] = []
         rest_b: List[Tensor] = []
         for x, y in zip(a, b):
-            if _EXCHANGE and x.numel():
+            if _EXCHANGE and x.numel() >= EXCHANGE_MIN_NUMEL:
                 xa = [t for t in alias_map.get(_storage_key(x), ()) if t is not x]
                 ya = [t for t in alias_map.get(_storage_key(y), ()) if t is not y]
                 if all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
