@@ -38,7 +38,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .core.priority import get_priority
 
-__all__ = ['Finding', 'diagnose', 'diagnose_runner', 'load_config', 'format_findings']
+__all__ = ['Finding', 'diagnose', 'diagnose_runner', 'load_config', 'format_findings',
+           'EMASetupWarning', 'EMAGuardHook']
 
 _MMCV_TYPES = ('ExpMomentumEMAHook', 'LinearMomentumEMAHook', 'BaseEMAHook')
 _MMENGINE_KEYS = ('ema_type', 'update_buffers', 'begin_iter', 'begin_epoch', 'strict_load', 'gamma')
@@ -165,11 +166,16 @@ def _diagnose_mmengine(config: Dict[str, Any]) -> List[Finding]:
 
 
 def diagnose_runner(runner: Any) -> List[Finding]:
-    """Findings for a harness mmcv runner about to ``run()`` (hooks registered, resume done)."""
+    """Warnings for an mmcv-style runner about to ``run()`` (hooks registered, resume done).
+
+    A runner-level resume is detected by ``runner.iter``/``runner.epoch`` being
+    non-zero before ``before_run`` (or the harness's record of ``resume()``).
+    """
     from .mmcv.runner.hooks.ema import EMAHook
     from .mmdet.core.hook.ema import BaseEMAHook
-    iter_runner = type(runner).__name__ == 'IterBasedRunner'
-    runner_resume = getattr(runner, '_resumed_from', None) is not None
+    iter_runner = 'IterBased' in type(runner).__name__
+    runner_resume = (getattr(runner, '_resumed_from', None) is not None
+                     or getattr(runner, 'iter', 0) > 0 or getattr(runner, 'epoch', 0) > 0)
     out: List[Finding] = []
     for hook in runner.hooks:
         if not isinstance(hook, (EMAHook, BaseEMAHook)):
@@ -228,3 +234,27 @@ def format_findings(findings: Sequence[Finding]) -> str:
     if not findings:
         return 'OK: no EMA resume or priority problem found.'
     return '\n'.join(str(f) for f in findings)
+
+
+class EMASetupWarning(UserWarning):
+    """Issued (never changing numbers) when an EMA setup loses EMA history on resume."""
+
+
+def _guard_base():
+    from .mmcv.runner.hooks.hook import Hook
+    return Hook
+
+
+class EMAGuardHook(_guard_base()):
+    """Opt-in mmcv-style hook: at ``before_run`` warn (:class:`EMASetupWarning`) about E101-E105.
+
+    Register it at HIGHEST priority so it runs before the EMA hooks'
+    ``before_run``: ``runner.register_hook(EMAGuardHook(), 'HIGHEST')`` or
+    ``custom_hooks=[dict(type=EMAGuardHook, priority='HIGHEST')]``. It only
+    reads the runner (the EMA hooks' priority, ``resume_from``, the counters).
+    """
+
+    def before_run(self, runner) -> None:
+        import warnings
+        for finding in diagnose_runner(runner):
+            warnings.warn(str(finding), EMASetupWarning, stacklevel=2)

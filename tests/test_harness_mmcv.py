@@ -236,3 +236,29 @@ def test_bad_inputs_raise_clear_errors():
         EpochBasedRunner(TinyModel(), logger='x', max_epochs=1)
     with pytest.raises(ValueError, match='max_epochs'):
         run_scenario('mmcv', 'epoch')
+
+
+def test_warnings_never_change_numbers_and_guard_hook_is_opt_in(tmp_path):
+    import warnings as w
+    from compat_ema.doctor import EMAGuardHook
+    run_scenario('mmcv', 'epoch', max_epochs=1, work_dir=str(tmp_path / 'a'), hooks=EXP49)
+    ckpt = str(tmp_path / 'a' / 'epoch_1.pth')
+    finals = []
+    for warn in (True, False):
+        model = TinyModel()
+        runner = EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1,
+                                                                   momentum=0.9),
+                                  work_dir=str(tmp_path / f'b{warn}'), meta={}, max_epochs=2,
+                                  warn_ema=warn)
+        runner.register_training_hooks(optimizer_config=dict(), checkpoint_config=dict(interval=1),
+                                       custom_hooks_config=EXP49)
+        if not warn:
+            runner.register_hook(EMAGuardHook(), 'HIGHEST')
+        runner.resume(ckpt)
+        with w.catch_warnings(record=True) as caught:
+            w.simplefilter('always')
+            runner.run([make_loader(6)], [('train', 1)])
+        msgs = [str(c.message) for c in caught if c.category is EMASetupWarning]
+        assert any('ema_* keys are dropped' in m for m in msgs), msgs
+        finals.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

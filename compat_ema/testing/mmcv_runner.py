@@ -45,6 +45,7 @@ from torch.optim import Optimizer
 
 from ..core.checks import require
 from ..core.priority import Priority, get_priority
+from ..doctor import EMASetupWarning
 from ..mmcv.runner.hooks.hook import Hook
 from ..registry import HOOKS
 from . import mmcv_checkpoint
@@ -52,10 +53,6 @@ from . import mmcv_checkpoint
 __all__ = ['BaseRunner', 'EpochBasedRunner', 'IterBasedRunner', 'IterLoader', 'OptimizerHook',
            'CheckpointHook', 'IterTimerHook', 'LoggerHook', 'MMDataParallel', 'LogBuffer',
            'EMASetupWarning']
-
-
-class EMASetupWarning(UserWarning):
-    """Issued (never changing numbers) when an EMA setup loses EMA history on resume."""
 
 
 class MMDataParallel(DataParallel):
