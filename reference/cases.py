@@ -26,7 +26,7 @@ from unittest import mock
 import torch
 import torch.nn as nn
 
-SCHEMA = 1  # bump when a change here changes what is recorded
+SCHEMA = 2  # bump when a change here changes what is recorded
 
 
 # --------------------------------------------------------------------------- models
@@ -457,8 +457,8 @@ def drive(case: Dict[str, Any], make_hook: Callable[[Dict[str, Any]], Any],
     """Run ``case``'s event stream on ``make_hook(case)``; return (labels, snapshots).
 
     One snapshot before any call (label ``init``) and one after every hook call,
-    labelled ``'<call index>:<method>'`` (and ``'<i>:runner.load_state_dict'`` after
-    the runner loads a checkpoint's ``state_dict`` into the model).
+    labelled ``'call <index>: <method> (iter=.., epoch=..)'`` (plus one after the
+    runner loads a checkpoint's ``state_dict`` into the model).
     """
     model = build_model(case['model'], case['dtype'], case['wrap'], case['seed'], device)
     stream_name, stream_kwargs = case['stream']
@@ -480,13 +480,15 @@ def drive(case: Dict[str, Any], make_hook: Callable[[Dict[str, Any]], Any],
             continue
         if op == 'call':
             _call(hook, generation, ev['method'], runner, ev)
-            labels.append(f"{n_calls}:{ev['method']}")
+            labels.append(f"call {n_calls}: {ev['method']} (iter={runner.iter}, "
+                          f"epoch={runner.epoch})")
             snaps.append(_snapshot(runner, hook, None))
         elif op == 'save':
             ckpt = {'meta': {'epoch': ev['epoch'] + 1, 'iter': ev['iter']},
                     'state_dict': dict(unwrap(model).state_dict())}
             hook.before_save_checkpoint(runner, ckpt)
-            labels.append(f'{n_calls}:before_save_checkpoint')
+            labels.append(f'call {n_calls}: before_save_checkpoint (iter={runner.iter}, '
+                          f'epoch={runner.epoch})')
             snaps.append(_snapshot(runner, hook, ckpt))
             saved = _clone_ckpt(ckpt)
         elif op == 'load':
@@ -495,10 +497,11 @@ def drive(case: Dict[str, Any], make_hook: Callable[[Dict[str, Any]], Any],
             runner._resume = ev['resume']
             ckpt = _clone_ckpt(saved, keep_ema=ev['keep_ema'])
             hook.after_load_checkpoint(runner, ckpt)
-            labels.append(f'{n_calls}:after_load_checkpoint')
+            labels.append(f"call {n_calls}: after_load_checkpoint (runner._resume={ev['resume']}, "
+                          f"ema_state_dict={'kept' if ev['keep_ema'] else 'absent'})")
             snaps.append(_snapshot(runner, hook, ckpt))
             unwrap(model).load_state_dict(copy.copy(ckpt['state_dict']), strict=False)
-            labels.append(f'{n_calls}:runner.load_state_dict')
+            labels.append(f'call {n_calls}: then the runner loads state_dict into the model')
             snaps.append(_snapshot(runner, hook, None))
         else:  # pragma: no cover - streams are defined above
             raise ValueError(f'unknown event {ev!r}')

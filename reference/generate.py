@@ -212,13 +212,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, res in results.items():
             for rel in sorted(set(on_disk[name]['files']) - set(res['files'])):
                 print(f'generate: warning: {rel} was not written by {name} (stale? delete it)')
-    if args.only and (HERE / MANIFEST).is_file():  # keep the other generators' entries
-        old = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
-        for rel, entry in old['files'].items():
-            gen = entry['generator']
-            if gen not in results and (HERE / rel).is_file():
-                results.setdefault(gen, {'status': old['generators'][gen]['status'],
-                                         'files': []})['files'].append(rel)
+        for name in GENERATORS:  # with --only: the other generators' files as they are
+            if name not in results:
+                results[name] = on_disk[name]
     manifest = build_manifest(HERE, results)
     if 'not installed' in manifest['upstream'].values():
         if not args.manifest_only or not (HERE / MANIFEST).is_file():
