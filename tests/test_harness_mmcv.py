@@ -262,3 +262,13 @@ def test_warnings_never_change_numbers_and_guard_hook_is_opt_in(tmp_path):
         assert any('ema_* keys are dropped' in m for m in msgs), msgs
         finals.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+@pytest.mark.parametrize('value', [0.0, -0.0, 1.0, -0.00374, 3.0e-38, 0.1, 12345.678, float('inf')])
+def test_hexf_is_exact(value):
+    from compat_ema.testing.trace import hexf, tensor_digest
+    assert float.fromhex(hexf(value)) == value
+    assert not hexf(value).rstrip('p+-0123456789').endswith('0')
+    t = torch.tensor([value], dtype=torch.float32)
+    assert float.fromhex(hexf(t[0])) == t[0].item()
+    assert tensor_digest(t) == tensor_digest(t.clone()) != tensor_digest(t.double())
