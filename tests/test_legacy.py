@@ -361,3 +361,28 @@ def test_cuda_matches_cpu_within_policy(cls, kwargs):
             assert ((v - w).abs() <= 16 * ulp + 16 * torch.finfo(v.dtype).eps).all(), k
         else:
             assert torch.equal(v, w), k
+
+
+def test_legacy_hook_reclones_at_before_train_unless_resumed():
+    """mmengine's Runner runs init_weights/load_from after before_run; the legacy clone is taken
+    when training starts, so LegacyEMAHook re-takes it in before_train (not after a resume)."""
+    model = TinyModel()
+    hook = LegacyEMAHook(ema_type='LegacyMMDetEMA', momentum=0.5)
+    runner = FakeRunner(model)
+    hook.before_run(runner)
+    _set_all(model, 40)  # e.g. init_weights() after before_run
+    started = {k: v.clone() for k, v in model.state_dict().items()}
+    hook.before_train(runner)
+    assert all(torch.equal(hook.ema_model.module.state_dict()[k], v) for k, v in started.items())
+
+    resumed = LegacyEMAHook(ema_type='LegacyMMDetEMA', momentum=0.5)
+    r2 = FakeRunner(TinyModel(), resume=True)
+    resumed.before_run(r2)
+    ckpt = {'state_dict': {k: v.clone() for k, v in started.items()}}
+    hook.before_save_checkpoint(runner, ckpt)  # state_dict <-> ema_state_dict swapped
+    ema_before = {k: v.clone() for k, v in ckpt['state_dict'].items()}
+    resumed.after_load_checkpoint(r2, ckpt)
+    _set_all(r2.model, 41)
+    resumed.before_train(r2)  # restored: keep the EMA from the checkpoint
+    for k, v in ema_before.items():
+        assert torch.equal(resumed.ema_model.module.state_dict()[k], v), k

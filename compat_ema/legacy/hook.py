@@ -17,6 +17,9 @@ same inside an mmengine Runner, with the legacy averaged models of
   not reproduced;
 * no swap around val/test epochs (validation after an epoch already sees the
   EMA weights, as in mmcv/mmdet);
+* the clone is re-taken in ``before_train`` (after mmengine's ``init_weights`` and
+  ``load_from``), unless a resume restored the EMA, as the legacy hooks cloned at the
+  start of training;
 * the update receives ``runner.iter`` explicitly, so the legacy momentum and
   gating follow the runner's global iteration even after resuming from a
   checkpoint without ``ema_state_dict``;
@@ -32,6 +35,8 @@ same inside an mmengine Runner, with the legacy averaged models of
 from __future__ import annotations
 
 from typing import Dict, Optional
+
+import torch
 
 from ..core.checks import require
 from ..core.wrappers import unwrap
@@ -81,6 +86,24 @@ class LegacyEMAHook(EMAHook):
                 f'LegacyEMAHook: ema_type must build a compat_ema.legacy averaged model, got '
                 f'{type(self.ema_model).__name__}; use EMAHook for mmengine averaged models')
         self._holds_ema = False
+        self._restored = False
+
+    def before_train(self, runner) -> None:
+        """Re-take the clone unless the EMA was restored by a resume.
+
+        The legacy hooks cloned the weights when training started, after the model's
+        ``init_weights`` and any ``load_from``; mmengine's Runner builds the hook's copy in
+        ``before_run``, *before* ``init_weights`` and loading. Copying the model into the EMA here
+        gives the legacy starting point (with ``load_from`` it equals what mmengine's
+        ``after_load_checkpoint`` loaded).
+        """
+        super().before_train(runner)
+        if not self._restored:
+            avg = self.ema_model.module.state_dict()
+            src = self.src_model.state_dict()
+            with torch.no_grad():
+                for key, value in avg.items():
+                    value.copy_(src[key])
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
@@ -121,3 +144,4 @@ class LegacyEMAHook(EMAHook):
         """As mmengine's EMAHook; afterwards the model holds the raw (resume) or loaded weights."""
         super().after_load_checkpoint(runner, checkpoint)
         self._holds_ema = False
+        self._restored = bool(runner._resume and 'ema_state_dict' in checkpoint)

@@ -114,8 +114,8 @@ def engine_net_cls():
     from mmengine.model import BaseModel
 
     class EngineNet(BaseModel):
-        def __init__(self, width: int = 3, bn: bool = True):
-            super().__init__()
+        def __init__(self, width: int = 3, bn: bool = True, init_cfg=None):
+            super().__init__(init_cfg=init_cfg)
             _layers(self, width, bn)
 
         def forward(self, x, y=None, mode='tensor'):
@@ -210,11 +210,11 @@ def run_engine(work_dir: Path, weights, batches, custom_hooks: Sequence[Any], *,
                val_batches=None, val_interval: int = 1, ckpt: Optional[dict] = None,
                load_from: Optional[str] = None, resume: bool = False, width: int = 3,
                bn: bool = True, train: bool = True, test_batches=None, then_test: bool = False,
-               manual_resume: Optional[str] = None):
+               manual_resume: Optional[str] = None, init_cfg=None):
     """Train (and/or test) an mmengine ``BaseModel`` twin with the real Runner."""
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
-    model = engine_net_cls()(width, bn)
+    model = engine_net_cls()(width, bn, init_cfg=init_cfg)
     model.load_state_dict(weights)
     work_dir.mkdir(parents=True, exist_ok=True)
     metric = metric_cls()()

@@ -242,3 +242,34 @@ def test_bridge_iter_based(real_runners, tmp_path, case, engine_hook):
         _assert_same(final_raw, model.state_dict(), list(final_raw), 'final model (raw)')
     else:
         _assert_same(final_ema, model.state_dict(), keys, 'final model (EMA)')
+
+
+def test_bridge_init_weights_after_before_run(real_runners, tmp_path):
+    """mmengine's Runner runs init_weights() after the hooks' before_run. The legacy hooks cloned
+    after it (mmdet 2.x's train_detector initialised the model before building the runner).
+    LegacyEMAHook re-takes the clone in before_train and matches the legacy run; mmengine's
+    EMAHook keeps its pre-init clone (MIGRATION.md: call init_weights before building the Runner)."""
+    init_cfg = dict(type='Constant', layer='Linear', val=0.05, bias=0.01)
+    weights, batches = make_weights(3, True, 41), make_batches(3, 41)
+    initialised = {k: v.clone() for k, v in weights.items()}
+    for k in initialised:  # what Constant init does to the Linear layers
+        if k.startswith(('fc1.', 'fc2.')):
+            initialised[k].fill_(0.05 if k.endswith('weight') else 0.01)
+    MMCVProbe, EngineProbe = _probes()
+    mm = MMCVProbe('epoch')
+    run_mmcv(tmp_path / 'mmcv', hook_cfgs=[dict(type='ExpMomentumEMAHook', momentum=0.01,
+                                                 total_iter=4, priority=49)],
+             weights=initialised, batches=batches, max_epochs=2, probes=[(mm, 'HIGHEST')])
+    results = {}
+    for hook in ('LegacyEMAHook', 'EMAHook'):
+        en = EngineProbe('epoch')
+        cfg = dict(type=hook, ema_type='LegacyExpMomentumEMA', momentum=0.01, total_iter=4,
+                   priority=49)
+        run_engine(tmp_path / hook, custom_hooks=[cfg, en], weights=weights, batches=batches,
+                   max_epochs=2, init_cfg=init_cfg)
+        results[hook] = en.log
+    keys = list(mm.log[0][2])
+    for (ep, _, a), (_, _, b) in zip(mm.log, results['LegacyEMAHook']):
+        _assert_same(a, b, keys, f'LegacyEMAHook EMA at the end of epoch {ep}')
+    assert diff({k: mm.log[-1][2][k] for k in keys},
+                {k: results['EMAHook'][-1][2][k] for k in keys})  # the documented difference
