@@ -30,3 +30,12 @@ __all__ = [
     'MMCVRecorder', 'MMEngineRecorder', 'hexf', 'tensor_digest',
     # golden.py / pytest_plugin.py names are exported below by their owner
 ]
+
+# golden files (compat_ema.testing.golden; the ema_golden fixture is in pytest_plugin)
+from .golden import (GoldenFileError, GoldenMismatch, Trajectory, assert_matches,  # noqa: E402
+                     assert_matches_golden, compare_state_dicts, compare_trajectories,
+                     load_golden, save_golden, tolerance_for)
+
+__all__ += ['Trajectory', 'save_golden', 'load_golden', 'compare_state_dicts',
+            'compare_trajectories', 'assert_matches', 'assert_matches_golden', 'tolerance_for',
+            'GoldenFileError', 'GoldenMismatch']
