@@ -85,13 +85,22 @@ def as_mmengine_hook(hook):
     return retype(hook, mmengine_hook_class(type(hook)))
 
 
+_OPTIONAL = ('mmdet3', 'mmyolo')
+
+
 def _import_scope(scope: str) -> bool:
+    """Import the module that fills a compat scope; optional scopes may be absent or broken."""
     module = SCOPES[scope][1]
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module:
+        if exc.name != module and scope not in _OPTIONAL:
             raise
+        return False
+    except Exception as exc:  # an optional generation must not take the plugin down
+        if scope not in _OPTIONAL:
+            raise
+        _LOG.warning('compat_ema: scope %r (%s) not registered: %s', scope, module, exc)
         return False
     return True
 
