@@ -24,7 +24,8 @@ import contextvars
 import importlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
 
-__all__ = ['Registry', 'HOOKS', 'MODELS', 'default_scope', 'build_hook', 'SCOPES']
+__all__ = ['Registry', 'HOOKS', 'MODELS', 'default_scope', 'current_scope', 'in_subtree',
+           'build_hook', 'SCOPES']
 
 #: scope name -> (parent scope, module whose import registers that scope's names)
 SCOPES: Dict[str, Tuple[Optional[str], str]] = {
@@ -50,6 +51,20 @@ def default_scope(scope: Optional[str]) -> Iterator[None]:
         yield
     finally:
         _DEFAULT_SCOPE.reset(token)
+
+
+def current_scope() -> Optional[str]:
+    """The scope set by the innermost :func:`default_scope` block, or None."""
+    return _DEFAULT_SCOPE.get()
+
+
+def in_subtree(scope: Optional[str], ancestor: str) -> bool:
+    """Whether ``scope`` is ``ancestor`` or one of its descendants in :data:`SCOPES`."""
+    while scope is not None:
+        if scope == ancestor:
+            return True
+        scope = SCOPES[scope][0] if scope in SCOPES else None
+    return False
 
 
 class Registry:

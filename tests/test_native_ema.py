@@ -211,3 +211,22 @@ def test_subclass_overriding_avg_func_is_used():
         ema.update_parameters(model)
     assert calls and set(calls) == {1, 2}
     assert torch.equal(ema.module.fc.weight, model.fc.weight)
+
+
+@pytest.mark.parametrize('scope,cls', [('mmdet3', MMDet3EMA), ('mmyolo', MMYOLOEMA)])
+def test_unscoped_ema_type_resolves_in_the_default_scope(scope, cls):
+    """mmdet 3.x configs write ema_type='ExpMomentumEMA' with default_scope='mmdet'."""
+    from compat_ema.core.runner import SimpleRunner
+    from compat_ema.registry import default_scope
+    hook = EMAHook(ema_type='ExpMomentumEMA', momentum=0.0001, update_buffers=True)
+    with default_scope(scope):
+        hook.before_run(SimpleRunner(_model(), max_iters=10))
+        assert type(hook.ema_model) is cls
+        plain = EMAHook()  # mmengine's own names still resolve through the parent scope
+        plain.before_run(SimpleRunner(_model(), max_iters=10))
+        assert type(plain.ema_model) is ExponentialMovingAverage
+    with default_scope('mmcv'):  # not an mmengine-family scope: mmengine's names as before
+        plain.before_run(SimpleRunner(_model(), max_iters=10))
+        assert type(plain.ema_model) is ExponentialMovingAverage
+    with pytest.raises(KeyError):
+        hook.before_run(SimpleRunner(_model(), max_iters=10))  # no default scope: ambiguous

@@ -31,7 +31,7 @@ from ...core import kernels
 from ...core.checks import require
 from ...core.state_dict import load_state_dict
 from ...core.wrappers import unwrap
-from ...registry import MODELS
+from ...registry import MODELS, current_scope, in_subtree
 from .hook import Hook
 
 _LOG = logging.getLogger('compat_ema.mmengine')
@@ -69,8 +69,12 @@ class EMAHook(Hook):
     def before_run(self, runner) -> None:
         """Unwrap the model and build the averaged copy."""
         self.src_model = unwrap(runner.model, 'mmengine')
+        # upstream resolves ema_type in the runner's default scope (mmdet 3.x configs write
+        # ema_type='ExpMomentumEMA' with default_scope='mmdet'); outside an mmengine-family
+        # default scope, in mmengine's own
+        scope = current_scope()
         self.ema_model = MODELS.build(self.ema_cfg, default_args=dict(model=self.src_model),
-                                      scope='mmengine')
+                                      scope=scope if in_subtree(scope, 'mmengine') else 'mmengine')
 
     def before_train(self, runner) -> None:
         """Check ``begin_epoch <= max_epochs`` / ``begin_iter <= max_iters``."""
