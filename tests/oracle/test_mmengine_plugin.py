@@ -107,3 +107,23 @@ def test_plugin_install_is_idempotent_and_stages(real_runners):
     plain = PlainEMAHook(momentum=0.01)
     assert plugin.as_mmengine_hook(plain) is plain and isinstance(plain, Hook)
     assert isinstance(plain, PlainEMAHook) and type(plain) is plugin.CompatEMAHook
+
+
+def test_mmcv_config_file_custom_hooks(real_runners, tmp_path):
+    """An mmcv 1.x config naming the compat hook in custom_hooks (custom_imports loads the
+    integration) trains in the real EpochBasedRunner like the upstream hook named the same way."""
+    from mmcv import Config
+    from runner_kit import MMCV_SKIP, compare_work_dirs, make_batches, make_weights, run_mmcv
+    path = tmp_path / 'mmcv_cfg.py'
+    path.write_text(textwrap.dedent('''
+        custom_imports = dict(imports=['compat_ema.integrations.mmcv'], allow_failed_imports=False)
+        custom_hooks = [dict(type='CompatLinearMomentumEMAHook', momentum=0.5, warm_up=3,
+                             interval=2, priority=49)]
+    '''))
+    cfg = Config.fromfile(str(path))
+    std = dict(weights=make_weights(3, True, 51), batches=make_batches(3, 51), max_epochs=2)
+    run_mmcv(tmp_path / 'compat', hook_cfgs=cfg.custom_hooks, **std)
+    real = [dict(h, type='LinearMomentumEMAHook') for h in cfg.custom_hooks]
+    run_mmcv(tmp_path / 'real', hook_cfgs=real, **std)
+    d = compare_work_dirs(tmp_path / 'real', tmp_path / 'compat', MMCV_SKIP)
+    assert not d, '\n'.join(d[:10])
