@@ -543,3 +543,38 @@ def test_hook_fast_and_faithful_identical_cuda(name):
     for i, (a, b) in enumerate(zip(fast, slow)):
         for k in a:
             assert torch.equal(a[k].cpu(), b[k].cpu()), f'{name}: call {i}, {k} (cuda)'
+
+
+def test_mmengine_cached_plan_follows_structure_changes():
+    """A replaced parameter, a new buffer and a moved dtype after the plan was built:
+    the fast path must do what the per-call (upstream-shaped) path does."""
+    from compat_ema.mmengine.model.averaged_model import ExponentialMovingAverage
+
+    def run(fast):
+        kernels.set_fast_path(fast)
+        try:
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+            ema = ExponentialMovingAverage(model, momentum=0.25)
+            out = []
+            for step in range(6):
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(0.5 + step)
+                    model[1].running_mean.add_(1.0)
+                if step == 2:
+                    model[2].weight = nn.Parameter(torch.full((2, 4), 7.0))  # new object
+                if step == 4:
+                    model[1].running_var = model[1].running_var * 2  # buffer replaced
+                ema.update_parameters(model)
+                out.append({k: v.clone() for k, v in ema.state_dict().items()})
+            return out
+        finally:
+            kernels.set_fast_path(True)
+
+    fast, slow = run(True), run(False)
+    for a, b in zip(fast, slow):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert torch.equal(fast[3]['module.2.weight'], fast[2]['module.2.weight'].lerp(
+        torch.full((2, 4), 7.0 + 3.5), 0.25))

@@ -21,6 +21,7 @@ fast path is used only for the built-in ``avg_func`` implementations.
 from __future__ import annotations
 
 import logging
+import operator
 from abc import abstractmethod
 from copy import deepcopy
 from typing import List, Optional
@@ -34,6 +35,7 @@ from ...core import kernels
 from ...core.checks import require
 
 _LOG = logging.getLogger('compat_ema.mmengine')
+_DEVICE = operator.attrgetter('device')
 
 
 class BaseAveragedModel(nn.Module):
@@ -73,8 +75,66 @@ class BaseAveragedModel(nn.Module):
         """Run the averaged copy."""
         return self.module(*args, **kwargs)
 
+    def _avg_pairs(self, pairs: kernels.TensorPairs, steps: Tensor) -> None:
+        """Average ``pairs.src`` into ``pairs.dst``; built-in subclasses use the pairs' kernels."""
+        self._avg_many([t.data for t in pairs.dst], [t.data for t in pairs.src], steps)
+
+    def _fast_plan(self, model: nn.Module):
+        """The cached tensor pairs for ``model`` if they still hold, else None.
+
+        Cached (``update_buffers=False`` only): the ``Parameter`` objects found
+        under ``avg_parameters``' keys in ``model.named_parameters()``, and the
+        ``(self.module.buffers(), model.buffers())`` pairs. Every call still walks
+        ``named_parameters()`` and both ``buffers()`` as upstream does, and uses the
+        plan only if it yields the very same objects (identity, C-level checks),
+        in the same order, all on one device (upstream's ``.to(device)`` is then a
+        no-op). Anything else (a replaced or added parameter or buffer, a moved
+        tensor, a missing key) takes the per-call path, which behaves as upstream.
+        """
+        named = dict(model.named_parameters())
+        keys = list(self.avg_parameters)
+        try:
+            src = operator.itemgetter(*keys)(named) if keys else ()
+        except KeyError:
+            return None
+        if len(keys) == 1:
+            src = (src,)
+        avg_bufs = tuple(self.module.buffers())
+        src_bufs = tuple(model.buffers())
+        plan = self.__dict__.get('_compat_plan')
+        if plan is None or plan['keys'] != keys or plan['avg_dict'] is not self.avg_parameters \
+                or len(plan['src']) != len(src) or not all(map(operator.is_, plan['src'], src)) \
+                or len(plan['avg_bufs']) != len(avg_bufs) or len(plan['src_bufs']) != len(src_bufs) \
+                or not all(map(operator.is_, plan['avg_bufs'], avg_bufs)) \
+                or not all(map(operator.is_, plan['src_bufs'], src_bufs)):
+            avg = [self.avg_parameters[k] for k in keys]
+            floating = [i for i, a in enumerate(avg) if a.dtype.is_floating_point]
+            nb = min(len(avg_bufs), len(src_bufs))
+            plan = dict(keys=keys, avg_dict=self.avg_parameters, src=src, avg_bufs=avg_bufs,
+                        src_bufs=src_bufs, avg=tuple(avg),
+                        copy=kernels.TensorPairs(avg, src),
+                        avg_floating=kernels.TensorPairs([avg[i] for i in floating],
+                                                         [src[i] for i in floating]),
+                        bufs=kernels.TensorPairs(avg_bufs[:nb], src_bufs[:nb]))
+            self.__dict__['_compat_plan'] = plan
+        devices = set(map(_DEVICE, plan['avg']))
+        devices.update(map(_DEVICE, src))
+        devices.update(map(_DEVICE, avg_bufs))
+        devices.update(map(_DEVICE, src_bufs))
+        return plan if len(devices) <= 1 else None
+
     def update_parameters(self, model: nn.Module) -> None:
         """Copy (first call) or average (every ``interval`` calls) ``model`` into the copy."""
+        if not self.update_buffers and kernels.fast_path_enabled():
+            plan = self._fast_plan(model)
+            if plan is not None:
+                if self.steps == 0:
+                    plan['copy'].copy_()
+                elif self.steps % self.interval == 0:
+                    self._avg_pairs(plan['avg_floating'], self.steps)
+                plan['bufs'].copy_()
+                self.steps += 1
+                return
         src_parameters = (model.state_dict() if self.update_buffers
                           else dict(model.named_parameters()))
         if self.steps == 0:
@@ -107,6 +167,12 @@ class StochasticWeightAverage(BaseAveragedModel):
             return super()._avg_many(averaged, sources, steps)
         kernels.swa_add_(averaged, sources, 1 / float(steps // self.interval + 1))
 
+    def _avg_pairs(self, pairs, steps) -> None:
+        if type(self).avg_func is not StochasticWeightAverage.avg_func or \
+                type(self)._avg_many is not StochasticWeightAverage._avg_many:
+            return super()._avg_pairs(pairs, steps)
+        pairs.swa_add_(1 / float(steps // self.interval + 1))
+
 
 @MMENGINE_MODELS.register_module()
 class ExponentialMovingAverage(BaseAveragedModel):
@@ -136,6 +202,12 @@ class ExponentialMovingAverage(BaseAveragedModel):
         if type(self).avg_func is not ExponentialMovingAverage.avg_func:
             return super()._avg_many(averaged, sources, steps)
         kernels.lerp_(averaged, sources, self.momentum)
+
+    def _avg_pairs(self, pairs, steps) -> None:
+        if type(self).avg_func is not ExponentialMovingAverage.avg_func or \
+                type(self)._avg_many is not ExponentialMovingAverage._avg_many:
+            return super()._avg_pairs(pairs, steps)
+        pairs.lerp_(self.momentum)
 
 
 @MMENGINE_MODELS.register_module()
@@ -168,3 +240,9 @@ class MomentumAnnealingEMA(ExponentialMovingAverage):
         if type(self).avg_func is not MomentumAnnealingEMA.avg_func:
             return BaseAveragedModel._avg_many(self, averaged, sources, steps)
         kernels.lerp_(averaged, sources, self.annealed_momentum())
+
+    def _avg_pairs(self, pairs, steps) -> None:
+        if type(self).avg_func is not MomentumAnnealingEMA.avg_func or \
+                type(self)._avg_many is not MomentumAnnealingEMA._avg_many:
+            return BaseAveragedModel._avg_pairs(self, pairs, steps)
+        pairs.lerp_(self.annealed_momentum())
