@@ -130,8 +130,9 @@ class Comparison:
                f'toy EMA weight gap (signal amplitude {TOY_AMPLITUDE:g}): max {self.max_gap:.3g} '
                f'at iteration {self.max_gap_iter}, {self.final_gap:.3g} after iteration '
                f'{self.sim_iters - 1}')
-        if self.bitwise_equal:
-            gap += f' (simulated {self.sim_iters} iterations)'
+        if self.bitwise_equal or self.sim_iters < n:
+            gap += f' (simulated the first {self.sim_iters} of {n} iterations)' \
+                if self.sim_iters < n else f' (simulated {n} iterations)'
         mix = (f'final EMA mixture: {100 * self.final_distance:.3g}% of it comes from different '
                'iterations (total-variation distance of the weights each iterate gets)')
         return [mom, mix, gap]
