@@ -3,8 +3,10 @@
 ``train-mmcv WORK_DIR`` / ``train-engine WORK_DIR``: train with the real compat
 hooks in the harness; right after the first checkpoint is on disk, print
 ``CHECKPOINT-WRITTEN`` and wait to be killed with SIGKILL.
-``resume MMCV_DIR ENGINE_DIR OUT``: a fresh process resumes both runs from what
-the killed processes left and saves the final tensors and traces to OUT.
+``resume MMCV_DIR ENGINE_DIR OUT``: a fresh process (started early so that its
+imports overlap the training, it waits for ``GO`` on stdin, sent after the
+kills) resumes both runs from what the killed processes left and saves the
+final tensors and traces to OUT.
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ def main(argv):
         run_scenario(work_dir=argv[1], **cfg)
     elif mode == 'resume':
         mmcv_dir, engine_dir, out = argv[1:4]
+        print('READY', flush=True)
+        if sys.stdin.readline().strip() != 'GO':  # started early; waits for the kills
+            raise SystemExit('parent did not say GO')
         last = os.path.join(mmcv_dir, os.readlink(os.path.join(mmcv_dir, 'latest.pth')))
         # mmdet's recommended path: the hook's resume_from, in the same work_dir
         hook = run_scenario(work_dir=mmcv_dir, resume=dict(how='hook', checkpoint=last), **MMCV)

@@ -57,6 +57,9 @@ def _equal(a, b):
 def test_sigkill_mid_training_then_resume_in_a_fresh_process(tmp_path):
     mmcv_dir, engine_dir, out = tmp_path / 'mmcv', tmp_path / 'engine', tmp_path / 'out.pth'
     procs = [_spawn('train-mmcv', str(mmcv_dir)), _spawn('train-engine', str(engine_dir))]
+    resumer = subprocess.Popen([sys.executable, str(CHILD), 'resume', str(mmcv_dir), str(engine_dir),
+                                str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     # the uninterrupted runs, computed here while the children start
     logging.disable(logging.WARNING)
     try:
@@ -71,9 +74,9 @@ def test_sigkill_mid_training_then_resume_in_a_fresh_process(tmp_path):
     # killed mid-training: only the first checkpoint exists
     assert sorted(p.name for p in mmcv_dir.glob('*.pth')) == ['epoch_1.pth', 'latest.pth']
     assert sorted(p.name for p in engine_dir.glob('*.pth')) == ['iter_2.pth']
-    resume = subprocess.run([sys.executable, str(CHILD), 'resume', str(mmcv_dir), str(engine_dir),
-                             str(out)], capture_output=True, text=True, timeout=300)
-    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert resumer.stdout.readline().strip() == 'READY'
+    stdout, stderr = resumer.communicate('GO\n', timeout=300)
+    assert resumer.returncode == 0, stderr[-3000:]
     got = torch.load(out)
 
 
