@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .hookspec import HookSpec, classify
+from .hookspec import classify
 from .schedule import Step, format_table, momentum_schedule
 
 __all__ = ['Comparison', 'compare', 'toy_trajectory', 'simulate_ema', 'TOY_AMPLITUDE',

@@ -8,7 +8,6 @@ torch 2.13), in a scratch directory holding ``epoch_12.pth``.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
