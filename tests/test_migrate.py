@@ -343,3 +343,16 @@ def test_bad_values_are_clear_errors(tmp_path, capsys):
     assert cli(['migrate', str(p), '--native']) == 2
     assert 'momentum**interval' in capsys.readouterr().err
     assert cli(['migrate', str(p), '--sim-iters', '0']) == 2
+
+
+def test_legacy_swap_writes_legacy_emahook(configs):
+    from compat_ema.migrate import classify, map_exact
+    src = configs / 'mmdet2_yolox/yolox/yolox_s_8x8_300e_coco.py'
+    mig = migrate_config(str(src), 'exact', legacy_swap=True)
+    assert "type='LegacyEMAHook',\n        ema_type='LegacyExpMomentumEMA'," in mig.text
+    legacy = dict(type='ExpMomentumEMAHook', momentum=0.01, interval=2, total_iter=30)
+    new = map_exact(classify(legacy), legacy_swap=True).new_entry()
+    assert new['type'] == 'LegacyEMAHook'
+    assert compare(legacy, new, 60).bitwise_equal
+    with pytest.raises(ValueError, match='--exact'):
+        migrate_config(str(src), 'native', legacy_swap=True)

@@ -19,7 +19,8 @@ def _run(args: argparse.Namespace) -> int:
         if not args.dry_run:
             check_output(out, force=args.force, inputs=[args.config])
         mig = migrate_config(args.config, mode=mode, out=out, iters=args.iters,
-                             keep_unknown=args.keep_unknown, generation=args.generation)
+                             keep_unknown=args.keep_unknown, generation=args.generation,
+                             legacy_swap=args.legacy_swap)
     except (ConfigError, UnknownKeysError, AmbiguousHookError, UnsupportedHooks,
             OutputExists, ValueError) as exc:
         print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
@@ -59,6 +60,9 @@ def register(sub) -> None:
     g.add_argument('--native', action='store_true', help="mmengine's own types only, with a report")
     p.add_argument('-o', '--output', help='output file (default: CONFIG_exact.py / CONFIG_native.py '
                                           'next to the input)')
+    p.add_argument('--legacy-swap', action='store_true',
+                   help='--exact with LegacyEMAHook: also keep the legacy swap points (EMA weights '
+                        'in the model after each train epoch and after training)')
     p.add_argument('--force', action='store_true', help='overwrite an existing output file')
     p.add_argument('--iters', type=int, default=None,
                    help='run length for the report and the native choice (default: the '

@@ -127,14 +127,18 @@ def _run_length(cfg: Dict[str, Any]) -> Tuple[Optional[int], str]:
 
 def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
                    iters: Optional[int] = None, keep_unknown: bool = False,
-                   generation: Optional[str] = None) -> Migration:
+                   generation: Optional[str] = None, legacy_swap: bool = False) -> Migration:
     """Migrate the legacy config at ``path`` (``mode`` 'exact' or 'native'); nothing is written.
 
     ``out`` is where the result will live (relative ``_base_`` paths are
-    rewritten for it); ``iters`` the run length for the native choice.
+    rewritten for it); ``iters`` the run length for the native choice;
+    ``legacy_swap`` (exact only) writes ``LegacyEMAHook`` instead of ``EMAHook``.
     """
     if mode not in ('exact', 'native'):
         raise ValueError(f"mode must be 'exact' or 'native', got {mode!r}")
+    if legacy_swap and mode != 'exact':
+        raise ValueError('--legacy-swap needs --exact (LegacyEMAHook is compat_ema\'s, not '
+                         "mmengine's)")
     loaded = load_config(path)
     main = loaded.main
     out = os.path.abspath(out or default_output(loaded.path, mode))
@@ -166,7 +170,7 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
             mig.notes.append(f'custom_hooks[{index}] is already an mmengine EMAHook '
                              f'({spec.describe()}); left as written')
             continue
-        mapped = map_exact(spec) if mode == 'exact' else map_native(spec, n_iters)
+        mapped = map_exact(spec, legacy_swap) if mode == 'exact' else map_native(spec, n_iters)
         mig.mapped.append(mapped)
         new_entries[index] = mapped.new_entry()
         origin = loaded.origin_of(entry)

@@ -106,15 +106,27 @@ def _base(spec: HookSpec) -> MappedEntry:
     return mapped
 
 
-def map_exact(spec: HookSpec) -> MappedEntry:
-    """The bitwise-exact mmengine entry for a legacy ``spec``."""
+def map_exact(spec: HookSpec, legacy_swap: bool = False) -> MappedEntry:
+    """The bitwise-exact mmengine entry for a legacy ``spec``.
+
+    ``legacy_swap``: ``LegacyEMAHook`` instead of mmengine's ``EMAHook``, so the
+    model also holds the EMA weights after each train epoch and after training.
+    """
     if spec.kind not in EXACT_TYPES:
         raise ValueError(f'{spec.kind} is not a legacy EMA hook')
     mapped = _base(spec)
     mapped.insert['ema_type'] = EXACT_TYPES[spec.kind]
-    mapped.notes.append(f'{spec.kind} -> EMAHook(ema_type={EXACT_TYPES[spec.kind]!r}): legacy '
-                        'numerics under mmengine (same initial clone, momentum formula, gating '
-                        'and tracked tensors); needs custom_imports of ' + PLUGIN)
+    if legacy_swap:
+        mapped.new_type = 'LegacyEMAHook'
+    mapped.notes.append(f'{spec.kind} -> {mapped.new_type}(ema_type={EXACT_TYPES[spec.kind]!r}): '
+                        'legacy numerics under mmengine (same initial clone, momentum formula, '
+                        'gating and tracked tensors); needs custom_imports of ' + PLUGIN)
+    if legacy_swap:
+        mapped.notes.append('LegacyEMAHook: the legacy swap points too (EMA weights in the model '
+                            'after every train epoch and after training)')
+    else:
+        mapped.notes.append("mmengine's swap points: EMA weights in the model around val/test "
+                            'only (--legacy-swap for the legacy ones)')
     return mapped
 
 

@@ -121,3 +121,26 @@ def test_migrated_configs_with_the_real_frameworks(real_runners, tmp_path, rel):
                               f'{[i + 1 for i, s in enumerate(same) if not s]}'
         else:
             assert not all(same), f'{rel}: --native unexpectedly bitwise equal'
+
+
+def test_exact_with_legacy_swap_points(real_runners, tmp_path):  # noqa: F811
+    """--exact --legacy-swap: LegacyEMAHook from the real Config; same EMA, and the model holds
+    the EMA weights after training, as after the legacy run."""
+    from mmengine.config import Config
+    from compat_ema.cli import main as cli
+    from compat_ema.migrate import load_config
+
+    shutil.copytree(FIX, tmp_path / 'configs')
+    src = tmp_path / 'configs' / 'mmdet2_yolox/yolox/yolox_s_8x8_300e_coco.py'
+    legacy_hooks = _ema_entries(load_config(str(src)).cfg['custom_hooks'])
+    weights, batches = make_weights(3, True, seed=3), make_batches(4, seed=4)
+    mmcv_runner = run_mmcv(tmp_path / 'mmcv', weights, batches, legacy_hooks, max_epochs=EPOCHS)
+    out = tmp_path / 'swap.py'
+    assert cli(['migrate', str(src), '--legacy-swap', '-o', str(out), '--sim-iters', '20']) == 0
+    entries = _ema_entries([dict(h) for h in Config.fromfile(str(out)).custom_hooks])
+    assert entries[0]['type'] == 'LegacyEMAHook'
+    runner = run_engine(tmp_path / 'engine', weights, batches, entries, max_epochs=EPOCHS)
+    legacy_model = {k: v for k, v in mmcv_runner.model.state_dict().items()
+                    if not k.startswith('ema_')}
+    engine_model = runner.model.state_dict()
+    assert all(torch.equal(engine_model[k], v) for k, v in legacy_model.items())
