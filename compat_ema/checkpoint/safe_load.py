@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from packaging import version as _version
 
 from .errors import CheckpointError, UnsafeCheckpointError
 
@@ -164,6 +165,24 @@ def _make_pickle_module(opaque: bool, refused: List[str]) -> types.ModuleType:
     return mod
 
 
+#: torch 1.13's ``torch.load`` replaces any ``pickle_module`` by ``pickle`` when
+#: ``weights_only=False`` (``else: pickle_module = pickle``; fixed in 2.0), which would
+#: unpickle everything: there the restricted module is handed to torch's own readers.
+_TORCH_DROPS_PICKLE_MODULE = _version.parse(torch.__version__).release < (2, 0)
+
+
+def _load_with_module(path: Path, fmt: str, module: types.ModuleType, kwargs: Dict[str, Any]
+                      ) -> Any:
+    """``torch.load(path, pickle_module=module)`` through torch's internal readers (1.x)."""
+    from torch import serialization as ser
+    map_location = kwargs.get('map_location')
+    with open(path, 'rb') as f:
+        if fmt == 'zip':
+            with ser._open_zipfile_reader(f) as zf:
+                return ser._load(zf, map_location, module, encoding='utf-8')
+        return ser._legacy_load(f, map_location, module, encoding='utf-8')
+
+
 def detect_serialization(path) -> str:
     """Name the torch serialization format of ``path`` (no unpickling).
 
@@ -228,6 +247,8 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
         if trust:
             return torch.load(str(path), weights_only=False, **kwargs)
         module = _make_pickle_module(opaque, refused)
+        if _TORCH_DROPS_PICKLE_MODULE:
+            return _load_with_module(path, fmt, module, kwargs)
         return torch.load(str(path), weights_only=False, pickle_module=module, **kwargs)
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f'{path}: {exc}', exc.refused) from None
