@@ -42,10 +42,20 @@ GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native')
 SUBDIRS = {'gen_trajectories': 'trajectories', 'gen_traces': 'traces',
            'gen_checkpoints': 'checkpoints', 'gen_native': 'native'}
 NOT_BYTE_STABLE = {
-    'gen_checkpoints': 'checkpoint files contain the runners\' timestamps (mmcv meta "time", '
-                       'mmengine meta "time"), so their bytes (and the sha256 of anything '
-                       'derived from them) differ between recordings; compare their tensors',
+    'gen_checkpoints': 'checkpoint files record run-specific values: the timestamps (mmcv meta '
+                       '"time", mmengine meta "time" and the timestamped "experiment_name"), '
+                       'the temporary work dir (mmcv meta "hook_msgs.last_ckpt", mmengine '
+                       '"runtime_info.last_ckpt"), mmengine meta '
+                       '"mmengine_version" (mmengine appends the git commit of the working '
+                       'directory) and the wall-clock "train/time" and "train/data_time" of '
+                       'mmengine\'s message hub; so their bytes differ between recordings. '
+                       'Everything else, every tensor included, is identical (--check verifies it)',
 }
+#: where two recordings of a checkpoint may differ (fnmatch patterns over '/'-joined paths)
+VOLATILE = ('/meta/time', '/meta/hook_msgs/last_ckpt', '/meta/experiment_name',
+            '/meta/mmengine_version', '/message_hub/runtime_info/experiment_name',
+            '/message_hub/runtime_info/mmengine_version', '/message_hub/runtime_info/last_ckpt',
+            '/message_hub/log_scalars/train/time*', '/message_hub/log_scalars/train/data_time*')
 COMMAND = '/work/.oracle/bin/python reference/generate.py'
 MANIFEST = 'MANIFEST.json'
 
@@ -162,6 +172,46 @@ def scan(out_dir: Path) -> Dict[str, dict]:
     return results
 
 
+def _diff_paths(a, b, path=''):
+    """Paths where two loaded checkpoints differ (tensors bitwise, other values by ==)."""
+    import torch
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b))
+        return [] if same else [path]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return [path + '{keys}']
+        return [p for k in a for p in _diff_paths(a[k], b[k], f'{path}/{k}')]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [path + '[len]']
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in _diff_paths(x, y, f'{path}[{i}]')]
+    if type(a) is type(b) and hasattr(a, '__dict__') and not isinstance(a, type):
+        return _diff_paths(vars(a), vars(b), f'{path}.{type(a).__name__}')
+    if type(a).__module__ == 'numpy' or type(b).__module__ == 'numpy':
+        import numpy as np
+        return [] if np.array_equal(np.asarray(a), np.asarray(b)) else [path]
+    try:
+        return [] if a == b else [path]
+    except Exception:  # noqa: BLE001 - values without a usable ==
+        return [path]
+
+
+def non_volatile_differences(old: Path, new: Path) -> List[str]:
+    """Where two recordings of a checkpoint differ outside :data:`VOLATILE`.
+
+    Loads the real upstream's own files with ``weights_only=False`` (mmengine's message
+    hub pickles ``HistoryBuffer`` objects), which only this oracle-env tool does.
+    """
+    import fnmatch
+    import torch
+    a = torch.load(str(old), map_location='cpu', weights_only=False)
+    b = torch.load(str(new), map_location='cpu', weights_only=False)
+    return [p for p in _diff_paths(a, b)
+            if not any(fnmatch.fnmatchcase(p.split('.HistoryBuffer')[0], pat) for pat in VOLATILE)]
+
+
 def check(only: Optional[List[str]] = None) -> int:
     """Regenerate into a temp dir; compare with MANIFEST.json. 0 when byte-stable files match."""
     manifest = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
@@ -181,8 +231,16 @@ def check(only: Optional[List[str]] = None) -> int:
                     print(f'check: {rel} differs (sha256 {new["sha256"][:12]} != '
                           f'{entry["sha256"][:12]})')
                     bad += 1
+                elif rel.endswith('.pth'):
+                    other = non_volatile_differences(HERE / rel, Path(tmp) / rel)
+                    if other:
+                        print(f'check: {rel} differs beyond run-specific values: {other[:5]}')
+                        bad += 1
+                    else:
+                        print(f'check: {rel} differs only in run-specific values (timestamps, '
+                              'work dir, wall-clock times)')
                 else:
-                    print(f'check: {rel} differs, as expected (timestamps)')
+                    print(f'check: {rel} differs (not byte-stable by design)')
         for rel in sorted(set(fresh) - set(manifest['files'])):
             print(f'check: {rel} is new (not in {MANIFEST})')
             bad += 1
