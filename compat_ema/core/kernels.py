@@ -38,7 +38,7 @@ from torch import Tensor
 
 __all__ = ['set_fast_path', 'fast_path_enabled', 'set_exchange_swap', 'exchange_swap_enabled',
            'TensorPairs', 'mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_', 'exchangeable',
-           'SWAP_SCRATCH_BYTES', 'EXCHANGE_MIN_NUMEL']
+           'EXCHANGE_MIN_NUMEL']
 
 _FAST = os.environ.get('COMPAT_EMA_FAITHFUL', '') in ('', '0')
 _EXCHANGE = os.environ.get('COMPAT_EMA_SWAP', '').lower() not in ('copy', '0')
@@ -46,11 +46,6 @@ _HAS_FOREACH_LERP = hasattr(torch, '_foreach_lerp_')
 _HAS_FOREACH_COPY = hasattr(torch, '_foreach_copy_')
 _REDUCED = (torch.bfloat16, torch.float16)
 _USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)
-
-#: Largest scratch buffer (bytes) the copy-based fast swap allocates at once;
-#: a single tensor larger than this gets a scratch of its own size, like upstream's clone.
-SWAP_SCRATCH_BYTES = 64 << 20
-
 
 def set_fast_path(enabled: bool) -> None:
     """Enable or disable the multi-tensor fast path (and storage exchange) process-wide."""
@@ -214,16 +209,6 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 #: checks that make an exchange safe cost more than the three copies.
 EXCHANGE_MIN_NUMEL = 1 << 15
 
-try:
-    from torch._utils import _unflatten_dense_tensors as _unflatten
-except ImportError:  # pragma: no cover - very old torch
-    def _unflatten(flat: Tensor, tensors: Sequence[Tensor]) -> List[Tensor]:
-        out, offset = [], 0
-        for t in tensors:
-            out.append(flat[offset:offset + t.numel()].view(t.shape))
-            offset += t.numel()
-        return out
-
 
 def _storage_key(t: Tensor) -> int:
     if hasattr(t, 'untyped_storage'):
@@ -293,85 +278,36 @@ def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0) -
     return _owns_exactly(x, 1 + x_aliases) and _owns_exactly(y, 1 + y_aliases)
 
 
-def _copy_swap_loop(a: Sequence[Tensor], b: Sequence[Tensor]) -> None:
-    """Upstream's loop: ``tmp = x.clone(); x.copy_(y); y.copy_(tmp)``, in order."""
-    for x, y in zip(a, b):
-        x, y = x.data, y.data
-        tmp = x.clone()
-        x.copy_(y)
-        y.copy_(tmp)
-
-
-def _copy_swap_batched(a: List[Tensor], b: List[Tensor]) -> None:
-    """The same three copies with foreach calls and a bounded, reused scratch buffer.
-
-    Only for pairs with no memory shared between any two of them, where the
-    order of the pairs cannot matter. Scratch views are cut in C++
-    (``_unflatten_dense_tensors``), so there is no per-tensor Python work.
-    """
-    for (device, dtype), (xs, ys) in _groups([x.data for x in a], [y.data for y in b]).items():
-        sizes = [x.numel() for x in xs]
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        budget = max(SWAP_SCRATCH_BYTES // itemsize, max(sizes))
-        scratch = torch.empty(min(budget, sum(sizes)), dtype=dtype, device=device)
-        start = 0
-        while start < len(xs):
-            stop, used = start, 0
-            while stop < len(xs) and used + sizes[stop] <= budget:
-                used += sizes[stop]
-                stop += 1
-            bx, by = xs[start:stop], ys[start:stop]
-            tmps = _unflatten(scratch[:used], bx)
-            if _HAS_FOREACH_COPY:
-                torch._foreach_copy_(tmps, bx)
-                torch._foreach_copy_(bx, by)
-                torch._foreach_copy_(by, tmps)
-            else:
-                for t, x, y in zip(tmps, bx, by):
-                    t.copy_(x)
-                    x.copy_(y)
-                    y.copy_(t)
-            start = stop
-
-
 def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
           aliases: Iterable[Tensor] = ()) -> None:
     """Exchange the contents of each pair, as upstream's swap loops do.
 
     Upstream: ``tmp = x.data.clone(); x.data.copy_(y.data); y.data.copy_(tmp)``
     per pair, in order. Pass the *owning* tensors (the ``Parameter`` objects
-    and registered buffers), not ``.data`` aliases, to allow the fast path to
+    and registered buffers), not ``.data`` aliases, to let the fast path
     exchange storages: ``x.data, y.data = y.data, x.data`` costs no memory
     traffic and gives every holder of ``x`` or ``y`` the same values as the
-    copies would (:func:`exchangeable` says when that holds). ``aliases`` are
-    detached tensors that must keep sharing storage with an owner they alias
-    (mmdet's ``state_dict()``-based tracking, mmengine's ``avg_parameters``):
-    they are re-pointed after the exchange. Pairs that cannot be exchanged are
-    copied in place through a bounded scratch buffer; if any memory is shared
-    between pairs (tied weights listed twice), the whole swap runs upstream's
-    loop in order. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are always copied.
+    copies would (:func:`exchangeable` says when that holds; an exchangeable
+    tensor shares memory with no other tensor, so exchanging it out of order
+    cannot change any other pair). ``aliases`` are detached tensors that must
+    keep sharing storage with an owner they alias (mmdet's ``state_dict()``-based
+    tracking, mmengine's ``avg_parameters``): they are re-pointed after the
+    exchange. Every other pair runs upstream's clone-and-copy, in order, so
+    tied weights listed twice, views and flattened parameters end exactly as
+    upstream leaves them; the transient memory is then one clone at a time, as
+    upstream. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are always
+    copied: for them the checks cost more than the copies.
     """
-    a, b = list(a), list(b)
-    if len(a) > len(b):
-        a = a[:len(b)]
-    elif len(b) > len(a):
-        b = b[:len(a)]
-    if not _use_fast(fast):
-        _copy_swap_loop(a, b)
-        return
+    fast = _use_fast(fast) and _EXCHANGE
+    alias_map: Optional[Dict[int, List[Tensor]]] = None
     with torch.no_grad():
-        keys = [_storage_key(t) for t in a + b if t.numel()]
-        if len(set(keys)) != len(keys):
-            _copy_swap_loop(a, b)
-            return
-        alias_map: Dict[int, List[Tensor]] = {}
-        for t in aliases:
-            if t.numel():
-                alias_map.setdefault(_storage_key(t), []).append(t)
-        rest_a: List[Tensor] = []
-        rest_b: List[Tensor] = []
         for x, y in zip(a, b):
-            if _EXCHANGE and x.numel() >= EXCHANGE_MIN_NUMEL:
+            if fast and x.numel() >= EXCHANGE_MIN_NUMEL:
+                if alias_map is None:
+                    alias_map = {}
+                    for t in aliases:
+                        if t.numel():
+                            alias_map.setdefault(_storage_key(t), []).append(t)
                 xa = [t for t in alias_map.get(_storage_key(x), ()) if t is not x]
                 ya = [t for t in alias_map.get(_storage_key(y), ()) if t is not y]
                 if all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
@@ -384,10 +320,10 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
                     for t in ya:
                         t.data = x_data
                     continue
-            rest_a.append(x)
-            rest_b.append(y)
-        if rest_a:
-            _copy_swap_batched(rest_a, rest_b)
+            xd, yd = x.data, y.data
+            tmp = xd.clone()
+            xd.copy_(yd)
+            yd.copy_(tmp)
 
 
 def _same_view(t: Tensor, owner: Tensor) -> bool:
