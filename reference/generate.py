@@ -160,16 +160,36 @@ def _write_json(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _files_under(out_dir: Path, sub: Path) -> List[str]:
+    return sorted(p.relative_to(out_dir).as_posix() for p in sub.rglob('*')
+                  if p.is_file() and not p.name.startswith('.')
+                  and '__pycache__' not in p.parts) if sub.is_dir() else []
+
+
 def scan(out_dir: Path) -> Dict[str, dict]:
     """The files now under each generator's subdirectory, as ``run_generators`` reports them."""
     results: Dict[str, dict] = {}
     for name in GENERATORS:
-        sub = out_dir / SUBDIRS[name]
-        files = sorted(p.relative_to(out_dir).as_posix() for p in sub.rglob('*')
-                       if p.is_file() and not p.name.startswith('.')) if sub.is_dir() else []
         present = (HERE / f'{name}.py').is_file()
-        results[name] = {'status': 'on disk' if present else 'missing', 'files': files}
+        results[name] = {'status': 'on disk' if present else 'missing',
+                         'files': _files_under(out_dir, out_dir / SUBDIRS[name])}
     return results
+
+
+def scan_external(out_dir: Path) -> Dict[str, dict]:
+    """Data directories under reference/ that no generator here writes (recorded in another
+    environment, e.g. ``torch113/`` on torch 1.13.1; each should say how in its RECORDED.json)."""
+    out = {}
+    for sub in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        if sub.name in SUBDIRS.values() or sub.name == '__pycache__' or sub.name.startswith('.'):
+            continue
+        files = _files_under(out_dir, sub)
+        if files:
+            how = f'reference/{sub.name}/RECORDED.json'
+            out[f'external:{sub.name}'] = {
+                'status': 'recorded elsewhere, see ' + how if (sub / 'RECORDED.json').is_file()
+                else 'recorded elsewhere', 'files': files}
+    return out
 
 
 def _diff_paths(a, b, path=''):
@@ -220,7 +240,8 @@ def check(only: Optional[List[str]] = None) -> int:
         results = run_generators(Path(tmp), only)
         fresh = build_manifest(Path(tmp), results)['files']
         for rel, entry in manifest['files'].items():
-            if only and entry['generator'] not in only:
+            if (only and entry['generator'] not in only) or entry['generator'].startswith(
+                    'external:'):
                 continue
             new = fresh.get(rel)
             if new is None:
@@ -273,6 +294,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in GENERATORS:  # with --only: the other generators' files as they are
             if name not in results:
                 results[name] = on_disk[name]
+    results.update(scan_external(HERE))
     manifest = build_manifest(HERE, results)
     if 'not installed' in manifest['upstream'].values():
         if not args.manifest_only or not (HERE / MANIFEST).is_file():

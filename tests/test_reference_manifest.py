@@ -14,7 +14,6 @@ import pytest
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 HINT = 'rewrite it with: python reference/generate.py --manifest-only'
-SUBDIRS = ('trajectories', 'traces', 'checkpoints', 'native')
 
 
 @pytest.fixture(scope='module')
@@ -48,8 +47,10 @@ def test_every_listed_file_has_its_recorded_bytes(manifest):
 
 
 def test_every_generated_file_is_listed(manifest):
-    on_disk = {p.relative_to(REF).as_posix() for sub in SUBDIRS if (REF / sub).is_dir()
-               for p in (REF / sub).rglob('*') if p.is_file() and not p.name.startswith('.')}
+    on_disk = {p.relative_to(REF).as_posix() for sub in REF.iterdir()
+               if sub.is_dir() and sub.name != '__pycache__'
+               for p in sub.rglob('*') if p.is_file() and not p.name.startswith('.')
+               and '__pycache__' not in p.parts}
     unlisted = sorted(on_disk - set(manifest['files']))
     assert not unlisted, f'not in MANIFEST.json: {unlisted[:20]}; {HINT}'
 
