@@ -9,7 +9,9 @@ name). Blocks that need the real mmcv / mmdet / mmengine (marked
 packages) run in tests/oracle/test_migration_doc_oracle.py instead; this file
 checks that each of them is marked. A block preceded by ``<!-- NAME -->``
 whose NAME a test file under tests/ quotes (``'NAME'``) is run by that test
-(which extracts it by its marker) and skipped here.
+(which extracts it by its marker) and skipped here. A fragment of a larger
+program (``<!-- NAME -->`` with NAME in :data:`PRELUDES`) runs alone in a
+subprocess after the prelude that gives it its context.
 """
 from __future__ import annotations
 
@@ -79,6 +81,38 @@ def _quoting_test(name: str) -> str:
     return ''
 
 
+#: blocks that are fragments of a larger program: ``<!-- NAME -->`` -> the code that provides
+#: their context. They run alone, in a subprocess (after the prelude), not in the shared namespace.
+PRELUDES = {
+    # README "Sharded training (FSDP2)": a 1-rank gloo group, a model with .blocks, a momentum
+    'fsdp-example': """\
+import os, socket
+import torch
+import torch.nn as nn
+import torch.distributed as dist
+s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
+os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+dist.init_process_group('gloo', rank=0, world_size=1)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+torch.manual_seed(0)
+model = Net()
+momentum = 2e-4
+""",
+}
+
+
 def make_epoch_12(directory: Path) -> Path:
     """``epoch_12.pth``: mmdet 2.x ExpMomentumEMAHook(momentum=0.0001, priority=49), 12 epochs."""
     import shutil
@@ -118,12 +152,29 @@ def run_blocks(blocks: List[Block], directory: Path) -> None:
 
 @pytest.mark.parametrize('doc', DOCS)
 def test_doc_python_blocks_run(doc, scratch, capsys):
-    blocks = [b for b in python_blocks(doc) if not b.needs_oracle and not b.tested_by]
+    blocks = [b for b in python_blocks(doc)
+              if not b.needs_oracle and not b.tested_by and b.comment not in PRELUDES]
     assert blocks, f'{doc} has no python block this test can run'
     directory = scratch / doc.replace('.', '_')
     directory.mkdir()
     os.link(scratch / 'epoch_12.pth', directory / 'epoch_12.pth')
     run_blocks(blocks, directory)
+
+
+@pytest.mark.parametrize('doc', DOCS)
+def test_doc_fragments_run_with_their_prelude(doc, tmp_path):
+    import subprocess
+    import sys
+    for b in python_blocks(doc):
+        if b.comment not in PRELUDES:
+            continue
+        script = tmp_path / f'{b.comment}.py'
+        script.write_text(PRELUDES[b.comment] + '\n# --- ' + b.where + '\n' + b.code +
+                          '\nimport torch.distributed as dist\n'
+                          'if dist.is_initialized():\n    dist.destroy_process_group()\n')
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, f'the python block at {b.where} fails:\n{proc.stderr[-3000:]}'
 
 
 @pytest.mark.parametrize('doc', DOCS)
