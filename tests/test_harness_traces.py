@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from compat_ema.testing.scenario import run_spec
 
@@ -63,13 +64,59 @@ def test_recorded_traces_show_upstream_facts():
     assert rec['error'] == 'AssertionError: Torch not compiled with CUDA enabled'      # A.8
 
 
+def _recorded_torch() -> str:
+    manifest = TRACES.parent / 'MANIFEST.json'
+    return json.loads(manifest.read_text())['torch'].split('+')[0] if manifest.is_file() else '2.13.0'
+
+
+#: float results (BatchNorm forward/backward) differ between torch releases: the recorded
+#: floats and digests are compared bit for bit on the torch that recorded them; on other
+#: releases (tox envs torch113, torch26) the call structure and integer counters are.
+SAME_TORCH = torch.__version__.split('+')[0] == _recorded_torch()
+
+_ROW_INTS = (0, 1, 2, 3, 4, 5, 8, 9, 11)   # rec, method, mode, iter, epoch, inner, nbt, ema_nbt, steps
+
+
+def _structure(phase: dict) -> dict:
+    """The parts of a record that do not depend on float arithmetic."""
+    rows = [[r[i] for i in _ROW_INTS] + [None if r[12] is None else r[12].get('keys')]
+            for r in phase['trace']]
+    ckpts = {name: dict(keys=c['keys'], meta=c['meta'], state_dict=list(c['state_dict']),
+                        ema_state_dict=list(c.get('ema_state_dict', {})),
+                        optimizer={k: list(v) for k, v in c.get('optimizer', {}).items()})
+             for name, c in phase['checkpoints'].items()}
+    return dict(hooks=phase['hooks'], error=phase['error'], latest=phase['latest'], trace=rows,
+                checkpoints=ckpts, final=list(phase['final']['state_dict']))
+
+
+_NO_CUDA = 'AssertionError: Torch not compiled with CUDA enabled'
+
+
+def _cuda_error_here():
+    """What ``torch.cuda.current_device()`` raises on this machine (None if it works)."""
+    try:
+        torch.cuda.current_device()
+    except Exception as exc:  # noqa: BLE001
+        return f'{type(exc).__name__}: {str(exc).splitlines()[0]}'
+    return None
+
+
 @pytest.mark.parametrize('path', FILES, ids=[p.stem for p in FILES])
 def test_harness_reproduces_the_real_runner(path, tmp_path):
     recorded = json.loads(path.read_text())
+    cuda_phase = [p for p, r in recorded['phases'].items() if r['error'] == _NO_CUDA]
+    if cuda_phase:
+        here = _cuda_error_here()
+        if here is None:
+            pytest.skip('recorded on a CPU-only torch: IterBasedRunner.resume needs CUDA there')
+        for p in cuda_phase:  # a CUDA build without a GPU fails in the same call, other words
+            recorded['phases'][p]['error'] = here
     got = json.loads(json.dumps(run_spec(recorded['spec'], str(tmp_path))))
     assert list(got) == list(recorded['phases'])
     for phase, exp in recorded['phases'].items():
         have = got[phase]
+        if not SAME_TORCH:
+            have, exp = _structure(have), _structure(exp)
         assert have['hooks'] == exp['hooks'], phase
         assert have['error'] == exp['error'], phase
         for i, (a, b) in enumerate(zip(have['trace'], exp['trace'])):
