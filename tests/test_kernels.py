@@ -64,6 +64,14 @@ def random_tensors(rng: random.Random, dtype, device='cpu', n=12):
     return out
 
 
+def _cpu_lerp_supports(dtype) -> bool:
+    try:
+        torch.zeros(2, dtype=dtype).lerp_(torch.ones(2, dtype=dtype), 0.5)
+    except RuntimeError:
+        return False
+    return True
+
+
 def apply(op, dst, src, arg, fast):
     if op == 'swap_':
         kernels.swap_(dst, src, fast=fast)
@@ -89,6 +97,9 @@ def run_op(op, dtype, seed, fast, device='cpu'):
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 @pytest.mark.parametrize('op', OPS)
 def test_fast_equals_faithful_bitwise_cpu(op, dtype, threads):
+    if op == 'lerp_' and not _cpu_lerp_supports(dtype):
+        pytest.skip(f'this torch has no CPU lerp_ for {dtype} (torch 1.13: float16); '
+                    'upstream lerp_ fails there the same way')
     for seed in (0, 1):
         fast_dst, fast_src = run_op(op, dtype, seed, True)
         slow_dst, slow_src = run_op(op, dtype, seed, False)
