@@ -20,7 +20,6 @@ Scenarios:
 """
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from datetime import timedelta
