@@ -6,7 +6,7 @@ not see: the hook's priority relative to ``CheckpointHook`` (50), which
 (an mmdet 2.x / mmcv style dict, an mmengine style dict, or a single hook
 dict) and returns :class:`Finding` rows; :func:`diagnose_runner` does the same
 for a harness runner just before ``run()`` (the harness turns them into
-:class:`~compat_ema.testing.mmcv_runner.EMASetupWarning`; numbers never change).
+:class:`EMASetupWarning`; numbers never change).
 
 Codes (each cites the RUNNER_SPEC section that shows the behaviour):
 
