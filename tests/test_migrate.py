@@ -356,3 +356,20 @@ def test_legacy_swap_writes_legacy_emahook(configs):
     assert compare(legacy, new, 60).bitwise_equal
     with pytest.raises(ValueError, match='--exact'):
         migrate_config(str(src), 'native', legacy_swap=True)
+
+
+def test_unreadable_values_elsewhere_do_not_block_the_migration(tmp_path):
+    p = tmp_path / 'c.py'
+    p.write_text("import numpy as np\n"
+                 "custom_hooks = [\n"
+                 "    dict(type='SyncNormHook', epochs=[i for i in range(3)]),\n"
+                 "    dict(type='ExpMomentumEMAHook', momentum=0.0001, priority=49),\n"
+                 "]\n")
+    mig = migrate_config(str(p), 'exact')
+    assert "dict(type='SyncNormHook', epochs=[i for i in range(3)])" in mig.text
+    assert "dict(type='EMAHook', ema_type='LegacyExpMomentumEMA', momentum=0.0001" in mig.text
+    q = tmp_path / 'd.py'
+    q.write_text("import numpy as np\n"
+                 "custom_hooks = [dict(type='ExpMomentumEMAHook', momentum=np.float64(1e-4))]\n")
+    with pytest.raises(UnknownKeysError, match=r"cannot read momentum \(.*d.py:2"):
+        migrate_config(str(q), 'exact')

@@ -133,7 +133,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             if isinstance(elt, ast.Starred):
                 items.extend(_eval(elt.value, names, src))
             else:
-                items.append(_eval(elt, names, src))
+                items.append(_eval_item(elt, names, src))
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Set):
         return {_eval(e, names, src) for e in node.elts}
@@ -146,7 +146,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                     raise _Unsupported(v, '** of a non-dict')
                 out.update(other)
             else:
-                out[_eval(k, names, src)] = _eval(v, names, src)
+                out[_eval(k, names, src)] = _eval_item(v, names, src)
         return _record(out, node, src)
     if isinstance(node, ast.Call):
         if isinstance(node.func, ast.Name) and node.func.id == 'dict' and 'dict' not in names:
@@ -163,7 +163,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                         raise _Unsupported(kw.value, '** of a non-dict')
                     out.update(other)
                 else:
-                    out[kw.arg] = _eval(kw.value, names, src)
+                    out[kw.arg] = _eval_item(kw.value, names, src)
             return _record(out, node, src)
         if isinstance(node.func, ast.Name) and node.func.id in ('list', 'tuple') \
                 and node.func.id not in names and len(node.args) <= 1 and not node.keywords:
@@ -199,6 +199,16 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                 raise _Unsupported(node, 'f-string with a conversion or format spec')
         return ''.join(parts)
     raise _Unsupported(node, f'{type(node).__name__} expressions are not read by the parser')
+
+
+def _eval_item(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
+    """An element of a list or a value of a dict: unreadable ones become :class:`Unevaluated`,
+    so one unreadable value does not hide the rest of the container."""
+    try:
+        return _eval(node, names, src)
+    except _Unsupported as exc:
+        return Unevaluated(src.path if src else '<expr>',
+                           getattr(exc.node, 'lineno', getattr(node, 'lineno', 0)), exc.reason)
 
 
 def _record(value: dict, node: ast.expr, src: Optional[SourceFile]) -> dict:

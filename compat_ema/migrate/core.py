@@ -88,13 +88,7 @@ def find_ema_hooks(loaded: LoadedConfig, generation: Optional[str] = None
     """
     cfg = loaded.cfg
     gen = generation or config_generation(cfg) or 'mmcv'
-    hooks = cfg.get('custom_hooks', [])
-    if isinstance(hooks, Unevaluated):
-        raise ConfigError(f'custom_hooks cannot be read: {hooks.describe()}')
-    if isinstance(hooks, dict):
-        hooks = [hooks]
-    if not isinstance(hooks, (list, tuple)):
-        raise ConfigError(f'custom_hooks must be a list of dicts, got {type(hooks).__name__}')
+    hooks = _hooks_list(cfg)
     found, unknown = [], []
     for i, entry in enumerate(hooks):
         spec = classify(entry, gen)
@@ -113,6 +107,17 @@ def find_ema_hooks(loaded: LoadedConfig, generation: Optional[str] = None
             if is_ema_like(d.get('type')) and where.count('.') + where.count('[') <= 2:
                 elsewhere.append(f'{where}: {render(d)}')
     return found, unknown, elsewhere
+
+
+def _hooks_list(cfg: Dict[str, Any]) -> List[Any]:
+    hooks = cfg.get('custom_hooks', [])
+    if isinstance(hooks, Unevaluated):
+        raise ConfigError(f'custom_hooks cannot be read: {hooks.describe()}')
+    if isinstance(hooks, dict):
+        hooks = [hooks]
+    if not isinstance(hooks, (list, tuple)):
+        raise ConfigError(f'custom_hooks must be a list of dicts, got {type(hooks).__name__}')
+    return list(hooks)
 
 
 def _run_length(cfg: Dict[str, Any]) -> Tuple[Optional[int], str]:
@@ -162,7 +167,7 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
     edits: List[Edit] = []
     footer: List[str] = []
     need_full_list = False
-    hooks_list = loaded.cfg.get('custom_hooks', [])
+    hooks_list = _hooks_list(loaded.cfg)
     new_entries: Dict[int, Dict[str, Any]] = {}
     for index, entry, spec in found:
         mig.specs.append(spec)
@@ -310,9 +315,20 @@ def _verify(mig: Migration, new_entries: Dict[int, Dict[str, Any]], old_list: Li
     expected = [new_entries.get(i, e) for i, e in enumerate(old_list)]
     if isinstance(hooks, dict):
         hooks = [hooks]
-    if list(hooks or []) != expected:
+    if not _same(list(hooks or []), expected):
         raise AssertionError(f'migration self-check failed: custom_hooks reads back as {hooks!r}, '
                              f'expected {expected!r}')
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality where two unreadable values match (their line numbers may have moved)."""
+    if isinstance(a, Unevaluated) or isinstance(b, Unevaluated):
+        return isinstance(a, Unevaluated) and isinstance(b, Unevaluated)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
 
 
 def write_migration(mig: Migration, out: str, force: bool = False) -> str:

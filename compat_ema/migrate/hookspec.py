@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-__all__ = ['HookSpec', 'UnknownKeysError', 'AmbiguousHookError', 'classify', 'is_ema_like',
+__all__ = ['HookSpec', 'UnknownKeysError', 'UnreadableValueError', 'AmbiguousHookError', 'classify', 'is_ema_like',
            'LEGACY_DEFAULTS', 'MMENGINE_HOOK_DEFAULTS', 'AVERAGED_MODEL_DEFAULTS',
            'config_generation', 'short_type']
 
@@ -74,6 +74,10 @@ _LEGACY_ONLY_KEYS = {'warm_up', 'resume_from', 'skip_buffers', 'total_iter'}
 
 class UnknownKeysError(ValueError):
     """An EMA hook entry with keys its class does not take."""
+
+
+class UnreadableValueError(UnknownKeysError):
+    """An EMA hook entry with a value the config reader cannot compute without executing code."""
 
 
 class AmbiguousHookError(ValueError):
@@ -180,6 +184,12 @@ def classify(entry: Any, generation: Optional[str] = None) -> Optional[HookSpec]
     if not isinstance(entry, dict) or not isinstance(entry.get('type'), str):
         return None
     type_name = entry['type']
+    unreadable = {k: v for k, v in entry.items() if type(v).__name__ == 'Unevaluated'}
+    if unreadable and (is_ema_like(type_name) or 'ema_type' in entry):
+        raise UnreadableValueError(
+            f'{type_name}: cannot read ' + '; '.join(f'{k} ({v.describe()})'
+                                                     for k, v in unreadable.items())
+            + ' (configs are read, never executed: write the value as a literal or a name)')
     if short_type(type_name) != type_name.rsplit('.', 1)[-1]:  # a compat integration name
         type_name = short_type(type_name)
     args = {k: v for k, v in entry.items() if k not in ('type', 'priority')}
