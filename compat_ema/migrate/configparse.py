@@ -16,8 +16,9 @@ Python that configs use, by walking the ``ast``:
 
 Anything else (comprehensions, function calls other than ``dict``, ``if``
 blocks, ``{{_base_.x}}`` substitutions) does not stop the parse: the names
-it assigns hold an :class:`Unevaluated` marker, and only a caller that needs
-such a value gets an error naming the file and line.
+it assigns hold an :class:`Unevaluated` marker (inside a list or a dict, just
+that element or value does), and only a caller that needs such a value gets
+an error naming the file and line.
 
 Every dict built from a ``dict(...)`` call or a ``{...}`` literal is recorded
 with its :class:`Origin` (file and AST node), so that a migration can edit
