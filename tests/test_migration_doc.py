@@ -168,6 +168,10 @@ def test_doc_fragments_run_with_their_prelude(doc, tmp_path):
     for b in python_blocks(doc):
         if b.comment not in PRELUDES:
             continue
+        if b.comment == 'fsdp-example':
+            fsdp = pytest.importorskip('torch.distributed.fsdp')
+            if not hasattr(fsdp, 'fully_shard'):
+                pytest.skip(f'{b.where} needs FSDP2 (torch.distributed.fsdp.fully_shard)')
         script = tmp_path / f'{b.comment}.py'
         script.write_text(PRELUDES[b.comment] + '\n# --- ' + b.where + '\n' + b.code +
                           '\nimport torch.distributed as dist\n'
