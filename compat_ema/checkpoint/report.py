@@ -133,7 +133,9 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
     for t in _tensors(ckpt):
         rep.num_tensors += 1
         try:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            # torch < 2.0 has no Tensor.untyped_storage; its typed storage has the same answers
+            st = t.untyped_storage() if hasattr(t, 'untyped_storage') else t.storage()
+            storages[st.data_ptr()] = st.nbytes()
         except Exception:  # pragma: no cover
             pass
     rep.num_bytes = sum(storages.values())
