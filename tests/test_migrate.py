@@ -373,3 +373,24 @@ def test_unreadable_values_elsewhere_do_not_block_the_migration(tmp_path):
                  "custom_hooks = [dict(type='ExpMomentumEMAHook', momentum=np.float64(1e-4))]\n")
     with pytest.raises(UnknownKeysError, match=r"cannot read momentum \(.*d.py:2"):
         migrate_config(str(q), 'exact')
+
+
+def test_keyword_positions_without_ast_keyword_lineno():
+    """Python 3.8's ast.keyword has no position: the editor finds 'arg =' itself."""
+    import ast
+    from compat_ema.migrate.rewrite import apply_edits, entry_edits
+    text = ("hooks = [dict(\n    type='mmcv.EMAHook',  # c\n    momentum = 0.1,\n"
+            "    resume_from=None)]\n")
+    results = []
+    for strip in (False, True):
+        src = parse_source(text, 'x.py')
+        node = src.tree.body[0].value.elts[0]
+        if strip:
+            for kw in node.keywords:
+                del kw.lineno
+        edits = entry_edits(src, node, 'EMAHook', dict(ema_type='LegacyMMCVEMA'),
+                            ['resume_from'], {}, {})
+        results.append(apply_edits(text.encode(), edits).decode())
+    assert results[0] == results[1] == (
+        "hooks = [dict(\n    type='EMAHook',\n    ema_type='LegacyMMCVEMA',  # c\n"
+        "    momentum = 0.1)]\n")
