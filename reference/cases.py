@@ -337,6 +337,13 @@ def _cases() -> List[Dict[str, Any]]:
               dict(ema_type=EMA, momentum=0.3, begin_iter=3), ['mmengine_iter',
                                                                {'iters': 7, 'val_interval': 2}],
               seed=43, max_iters=7, max_epochs=1),
+        # interval counts update calls, not iterations: the EMA starts at iteration 3
+        # (begin_iter=4, a copy, steps 0 -> 1), then averages when steps % 2 == 0, i.e. at
+        # iterations 5 and 7, where iteration-based gating would pick 4 and 6
+        _case('mmengine_ema_begin_iter_interval2', 'mmengine', 'EMAHook',
+              dict(ema_type=EMA, momentum=0.3, begin_iter=4, interval=2),
+              ['mmengine_iter', {'iters': 8, 'val_interval': 4}], seed=60, max_iters=8,
+              max_epochs=1),
         _case('mmengine_ema_begin_epoch', 'mmengine', 'EMAHook',
               dict(ema_type=EMA, momentum=0.3, begin_epoch=2, update_buffers=True),
               ['mmengine_epoch', {'epochs': 3, 'iters': 3, 'val': True}], seed=44,

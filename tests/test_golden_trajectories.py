@@ -11,6 +11,7 @@ the case, the step (hook call index and method) and the keys that differ.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -120,6 +121,8 @@ def test_cases_cover_every_class_and_quirk():
     assert {c['hook_kwargs'].get('update_buffers', False) for c in eng} == {True, False}
     assert any(c['hook_kwargs'].get('begin_iter') for c in eng)
     assert any(c['hook_kwargs'].get('begin_epoch') for c in eng)
+    assert any(c['hook_kwargs'].get('begin_iter') and c['hook_kwargs'].get('interval', 1) > 1
+               for c in eng)  # interval counts update calls, not iterations
     resumes = {(c['stream'][1]['resume'], c['stream'][1]['keep_ema']) for c in eng
                if c['stream'][0] == 'mmengine_resume'}
     assert resumes == {(True, True), (False, True), (True, False)}
@@ -140,3 +143,8 @@ def test_golden_data_shows_the_quirks_it_claims():
     t, _ = load_case('mmengine_ema_begin_iter')
     steps = [int(s['ema.steps']) for s in t.snapshots if 'ema.steps' in s]
     assert steps[-1] == 7 - 3 + 1  # N - begin_iter + 1 (RUNNER_SPEC C.9)
+    t, _ = load_case('mmengine_ema_begin_iter_interval2')  # begin_iter=4, interval=2
+    ema = {int(re.search(r'iter=(\d+)', lab).group(1)): s['ema.module.fc.bias'].clone()
+           for lab, s in zip(t.labels, t.snapshots) if 'after_train_iter' in lab}
+    changed = [i for i in range(4, 8) if not torch.equal(ema[i], ema[i - 1])]
+    assert changed == [5, 7]  # averaging calls at steps 2, 4, not on even iterations

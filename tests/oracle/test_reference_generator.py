@@ -24,6 +24,6 @@ def test_regeneration_matches_the_manifest():
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'check: OK, every byte-stable file is identical' in res.stdout
-    assert 'gen_trajectories wrote 45 file(s)' in res.stdout
+    assert 'gen_trajectories wrote 46 file(s)' in res.stdout
     assert 'differs beyond run-specific values' not in res.stdout
     assert 'mmengine_epoch_ema.pth differs only in run-specific values' in res.stdout
