@@ -205,17 +205,15 @@ def _literal(node: ast.AST) -> Any:
 def load_config(text: str) -> Dict[str, Any]:
     """A config from a .json/.py file path, or an inline dict literal / JSON string.
 
-    A Python config is executed in an empty namespace and its top-level names
-    are collected (``_base_`` inheritance is not resolved).
+    A Python config is parsed, never executed, with ``_base_`` inheritance
+    merged as mmcv's ``Config.fromfile`` does (:mod:`compat_ema.migrate.configparse`).
     """
     if os.path.isfile(text):
-        with open(text) as f:
-            source = f.read()
         if text.endswith('.json'):
-            return json.loads(source)
-        namespace: Dict[str, Any] = {}
-        exec(compile(source, text, 'exec'), namespace)  # noqa: S102 - user's own config file
-        return {k: v for k, v in namespace.items() if not k.startswith('__')}
+            with open(text) as f:
+                return json.loads(f.read())
+        from .migrate.configparse import load_config as parse_config
+        return parse_config(text).cfg
     try:
         value = _literal(ast.parse(text.strip(), mode='eval').body)
     except (ValueError, SyntaxError):
