@@ -394,3 +394,31 @@ def test_keyword_positions_without_ast_keyword_lineno():
     assert results[0] == results[1] == (
         "hooks = [dict(\n    type='EMAHook',\n    ema_type='LegacyMMCVEMA',  # c\n"
         "    momentum = 0.1)]\n")
+
+
+def test_non_ascii_text_and_crlf_line_endings(tmp_path):
+    """ast columns count UTF-8 bytes; CRLF files stay CRLF."""
+    p = tmp_path / 'c.py'
+    text = ("# 配置文件：YOLOX 的 EMA\r\n"
+            "custom_hooks = [\r\n"
+            "    dict(type='SyncNormHook', note='同步'),  # 同步 BN\r\n"
+            "    dict(\r\n"
+            "        type='ExpMomentumEMAHook',  # 指数\r\n"
+            "        momentum=0.0001,\r\n"
+            "        priority=49)\r\n"
+            "]\r\n")
+    p.write_bytes(text.encode('utf-8'))
+    mig = migrate_config(str(p), 'exact')
+    assert mig.text == (
+        "# 配置文件：YOLOX 的 EMA\r\n"
+        "custom_hooks = [\r\n"
+        "    dict(type='SyncNormHook', note='同步'),  # 同步 BN\r\n"
+        "    dict(\r\n"
+        "        type='EMAHook',\r\n"
+        "        ema_type='LegacyExpMomentumEMA',  # 指数\r\n"
+        "        momentum=0.0001,\r\n"
+        "        priority=49)\r\n"
+        "]\r\n"
+        "\r\n# ---- added by compat-ema migrate --exact ----\r\n"
+        "custom_imports = dict(imports=['compat_ema.integrations.mmengine_plugin'], "
+        "allow_failed_imports=False)\r\n")

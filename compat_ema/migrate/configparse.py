@@ -342,7 +342,7 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
         raise ConfigError(f'{path}: no such config file{where}')
     if not path.endswith('.py'):
         raise ConfigError(f'{path}: only Python configs (.py) are read')
-    with open(path, encoding='utf-8') as fh:
+    with open(path, encoding='utf-8-sig', newline='') as fh:  # keep CRLF: edits are byte-exact
         text = fh.read()
     src = parse_source(text, path)
     files = [src]

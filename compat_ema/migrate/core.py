@@ -235,9 +235,10 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
     data = apply_edits(main.text.encode('utf-8'), edits)
     text = data.decode('utf-8')
     if footer:
+        nl = '\r\n' if '\r\n' in main.text else '\n'
         if not text.endswith('\n'):
-            text += '\n'
-        text += (f'\n# ---- added by compat-ema migrate --{mode} ----\n' + '\n'.join(footer) + '\n')
+            text += nl
+        text += nl.join(['', f'# ---- added by compat-ema migrate --{mode} ----'] + footer + [''])
     mig.text = text
     if mig.mapped:
         _verify(mig, new_entries, hooks_list, main, need_full_list)

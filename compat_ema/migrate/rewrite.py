@@ -123,7 +123,8 @@ def _indent_of(src: SourceFile, item: _Item) -> Optional[str]:
 
 def entry_edits(src: SourceFile, node: ast.expr, new_type: str, insert: Dict[str, Any],
                 drop: Sequence[str], rename: Dict[str, str], revalue: Dict[str, Any]) -> List[Edit]:
-    """Edits turning the entry at ``node`` into the migrated entry."""
+    """Edits turning the entry at ``node`` into the migrated entry (the file's line endings kept)."""
+    nl = '\r\n' if '\r\n' in src.text else '\n'
     is_call = isinstance(node, ast.Call)
     items = _items(src, node)
     by_key = {it.key: i for i, it in enumerate(items)}
@@ -141,7 +142,7 @@ def entry_edits(src: SourceFile, node: ast.expr, new_type: str, insert: Dict[str
         indent = _indent_of(src, t)
         one_per_line = indent is not None and (nxt is None or nxt.line != t.line)
         if one_per_line:
-            text = ''.join(f',\n{indent}{kv(k, v)}' for k, v in insert.items())
+            text = ''.join(f',{nl}{indent}{kv(k, v)}' for k, v in insert.items())
         else:
             text = ''.join(f', {kv(k, v)}' for k, v in insert.items())
         edits.append(Edit(t.end, t.end, text))
