@@ -52,7 +52,7 @@ def make_upstream_hook(case: dict):
 def _checked(hook):
     """Refuse anything but a real upstream class (never compat_ema's twin)."""
     mod = type(hook).__module__
-    if not mod.split('.')[0] in ('mmcv', 'mmdet', 'mmengine'):
+    if mod.split('.')[0] not in ('mmcv', 'mmdet', 'mmengine'):
         raise RuntimeError(f'gen_trajectories: {type(hook)} is not an upstream hook ({mod})')
     return hook
 
@@ -63,18 +63,22 @@ def main(out_dir: Path) -> List[Path]:
     if not upstream.available():
         raise SystemExit('gen_trajectories: the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 '
                          'are not importable here; run with /work/.oracle/bin/python')
-    torch.use_deterministic_algorithms(True)
     versions = upstream_versions()
     target = Path(out_dir)
     written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
-        for case in cases.CASES:
-            labels, snaps = cases.drive(case, lambda c: _checked(make_upstream_hook(c)))
-            meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
-                    'generator': 'reference/gen_trajectories.py'}
-            path = write_atomic(pack_trajectory(labels, snaps, meta), target / f"{case['name']}.pt")
-            written.append(path)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
+            for case in cases.CASES:
+                labels, snaps = cases.drive(case, lambda c: _checked(make_upstream_hook(c)))
+                meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
+                        'generator': 'reference/gen_trajectories.py'}
+                written.append(write_atomic(pack_trajectory(labels, snaps, meta),
+                                            target / f"{case['name']}.pt"))
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
     names = {p.name for p in written}
     for stale in sorted(target.glob('*.pt')):
         if stale.name not in names:
