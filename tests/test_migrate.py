@@ -422,3 +422,16 @@ def test_non_ascii_text_and_crlf_line_endings(tmp_path):
         "\r\n# ---- added by compat-ema migrate --exact ----\r\n"
         "custom_imports = dict(imports=['compat_ema.integrations.mmengine_plugin'], "
         "allow_failed_imports=False)\r\n")
+
+
+def test_diff_and_dry_run_write_nothing(configs, capsys):
+    src = configs / 'mmcls_ema/convnext-tiny_32xb128_in1k.py'
+    assert cli(['migrate', str(src), '--diff', '--sim-iters', '10']) == 0
+    out = capsys.readouterr().out
+    assert "-custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]" in out
+    assert ("+custom_hooks = [dict(type='EMAHook', ema_type='LegacyMMCVEMA', momentum=4e-5, "
+            "priority='ABOVE_NORMAL')]") in out
+    assert 'only the EMA hooks were migrated' in out and 'optimizer_config' in out
+    assert cli(['migrate', str(src), '--dry-run', '--sim-iters', '10']) == 0
+    assert 'custom_imports = dict(' in capsys.readouterr().out
+    assert not (configs / 'mmcls_ema/convnext-tiny_32xb128_in1k_exact.py').exists()

@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     mode = 'native' if args.native else 'exact'
     out = args.output or default_output(os.path.abspath(args.config), mode)
     try:
-        if not args.dry_run:
+        if not (args.dry_run or args.diff):
             check_output(out, force=args.force, inputs=[args.config])
         mig = migrate_config(args.config, mode=mode, out=out, iters=args.iters,
                              keep_unknown=args.keep_unknown, generation=args.generation,
@@ -32,6 +32,14 @@ def _run(args: argparse.Namespace) -> int:
     if not mig.changed:
         print('nothing to migrate: no mmcv 1.x / mmdet 2.x EMA hook in custom_hooks; '
               'nothing written')
+        return 0
+    if args.diff:
+        import difflib
+        with open(mig.source, encoding='utf-8-sig', newline='') as fh:
+            before = fh.read()
+        sys.stdout.writelines(difflib.unified_diff(
+            before.splitlines(True), mig.text.splitlines(True), fromfile=mig.source, tofile=out))
+        print('(not written: --diff)')
         return 0
     if args.dry_run:
         print('--- migrated config (not written: --dry-run) ---')
@@ -75,4 +83,6 @@ def register(sub) -> None:
     p.add_argument('--generation', choices=('mmcv', 'mmengine'), default=None,
                    help='how to read a bare EMAHook (default: from the config\'s keys)')
     p.add_argument('--dry-run', action='store_true', help='print the result, write nothing')
+    p.add_argument('--diff', action='store_true',
+                   help='print a unified diff against the input, write nothing')
     p.set_defaults(func=_run)

@@ -227,6 +227,13 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
             'resume=True. A legacy checkpoint keeps its EMA in ema_* keys, which mmengine does '
             'not read: convert it first (compat-ema convert IN OUT --to mmengine), or the EMA '
             'restarts from the loaded weights')
+    if mig.mapped and config_generation(loaded.cfg) == 'mmcv':
+        legacy_keys = sorted({'runner', 'optimizer_config', 'lr_config', 'checkpoint_config',
+                              'log_config', 'workflow', 'data', 'evaluation'} & set(loaded.cfg))
+        mig.notes.append('only the EMA hooks were migrated; the rest is still mmcv 1.x style '
+                         f'({", ".join(legacy_keys)}): migrate it with your codebase\'s own '
+                         'guide (mmengine: train_cfg, optim_wrapper, param_scheduler, '
+                         'default_hooks, ...)')
     if isinstance(loaded.cfg.get('resume_from'), str):
         mig.notes.append('the runner-level resume_from is not read by mmengine (left as written); '
                          'set load_from and resume=True')
