@@ -474,10 +474,13 @@ TOLERANCE_TABLE: Tuple[Tuple[str, str, Tolerance], ...] = (
                                            'foreach and faithful kernels alike)')),
     ('2.6.0+cu124', 'cpu', Tolerance(0, {}, 'measured: bitwise on the CPU (all cases, foreach '
                                             'and faithful kernels)')),
-    ('1.13.1+cu117', 'cpu', Tolerance({'default': 0, 'bfloat16': 2}, {},
-                                      'measured: bitwise except bfloat16 under mmcv/mmdet '
-                                      '(max 2 ULP): torch 1.13 rounds the scalar of a bfloat16 '
-                                      'mul_(scalar) to bfloat16 first, 2.x computes in float32')),
+    ('1.13.1+cu117', 'cpu', Tolerance({'default': 0, 'bfloat16': 2}, {'bfloat16': 2 ** -11},
+                                      'measured: bitwise except bfloat16 mul_/add_ updates: '
+                                      'max 2 ULP on the mmcv/mmdet 2.x trajectories; on the '
+                                      'mmdet 3.x native bf16 cases up to 16 ULP near zero, all '
+                                      'within abs 3.7e-4 < 2**-11; torch 1.13 rounds the scalar '
+                                      'of a bfloat16 mul_(scalar) to bfloat16 first, 2.x '
+                                      'computes in float32')),
     ('*', 'cpu', Tolerance(_UNMEASURED_ULP, _UNMEASURED_ATOL,
                            'not measured: other builds may fuse mul+add (FMA) or change '
                            'lerp/vectorisation, <= 1 ULP per update, <= 12 updates per case')),
