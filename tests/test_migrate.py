@@ -435,3 +435,17 @@ def test_diff_and_dry_run_write_nothing(configs, capsys):
     assert cli(['migrate', str(src), '--dry-run', '--sim-iters', '10']) == 0
     assert 'custom_imports = dict(' in capsys.readouterr().out
     assert not (configs / 'mmcls_ema/convnext-tiny_32xb128_in1k_exact.py').exists()
+
+
+def test_base_ema_hook_when_a_config_registered_it(tmp_path):
+    from compat_ema.migrate import classify, map_exact, map_native
+    legacy = dict(type='BaseEMAHook', momentum=0.01, interval=2, skip_buffers=True)
+    assert map_exact(classify(legacy)).new_entry() == dict(
+        type='EMAHook', ema_type='LegacyMMDetEMA', momentum=0.01, interval=2, skip_buffers=True)
+    native = map_native(classify(legacy)).new_entry()
+    assert native == dict(type='EMAHook', ema_type='ExponentialMovingAverage', begin_iter=2,
+                          momentum=0.01, interval=2, update_buffers=False)
+    assert compare(legacy, map_exact(classify(legacy)).new_entry(), 40).bitwise_equal
+    steps = compare(legacy, native, 40).legacy
+    assert [(s.iter, s.momentum) for s in steps if s.action == 'update'][:2] == [(1, 0.01),
+                                                                                 (3, 0.01)]

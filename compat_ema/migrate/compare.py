@@ -75,6 +75,9 @@ def simulate_ema(entry: Dict[str, Any], iters: int, generation: Optional[str] = 
     out = torch.empty(iters, traj.shape[1], dtype=torch.float32)
     if spec.is_legacy:
         cfg['type'] = spec.kind
+        if spec.kind == 'mmdet.BaseEMAHook':  # unregistered, as upstream
+            from ..mmdet import BaseEMAHook
+            cfg['type'] = BaseEMAHook
         hook = HOOKS.build(cfg)
         hook.before_run(runner)
         for t in range(iters):

@@ -31,6 +31,8 @@ LEGACY_DEFAULTS: Dict[str, Dict[str, Any]] = {
                                      resume_from=None, total_iter=2000),
     'mmdet.LinearMomentumEMAHook': dict(momentum=0.0002, interval=1, skip_buffers=False,
                                         resume_from=None, warm_up=100),
+    # not registered by mmdet 2.28 itself; configs name it only after registering it themselves
+    'mmdet.BaseEMAHook': dict(momentum=0.0002, interval=1, skip_buffers=False, resume_from=None),
 }
 
 #: mmengine ``EMAHook``'s own arguments
@@ -64,6 +66,7 @@ _LEGACY_NAMES = {
     'mmdet.ExpMomentumEMAHook': 'mmdet.ExpMomentumEMAHook',
     'LinearMomentumEMAHook': 'mmdet.LinearMomentumEMAHook',
     'mmdet.LinearMomentumEMAHook': 'mmdet.LinearMomentumEMAHook',
+    'BaseEMAHook': 'mmdet.BaseEMAHook', 'mmdet.BaseEMAHook': 'mmdet.BaseEMAHook',
 }
 _MMENGINE_NAMES = {'mmengine.EMAHook', 'EMAHook', 'LegacyEMAHook', 'legacy.LegacyEMAHook',
                    'mmdet3.EMAHook', 'mmyolo.EMAHook', 'mmdet.EMAHook'}

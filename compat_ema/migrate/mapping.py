@@ -53,6 +53,7 @@ EXACT_TYPES = {
     'mmcv.EMAHook': 'LegacyMMCVEMA',
     'mmdet.ExpMomentumEMAHook': 'LegacyExpMomentumEMA',
     'mmdet.LinearMomentumEMAHook': 'LegacyLinearMomentumEMA',
+    'mmdet.BaseEMAHook': 'LegacyMMDetEMA',
 }
 
 
@@ -204,6 +205,10 @@ def map_native(spec: HookSpec, iters: int = 10000) -> MappedEntry:
             + ('it capped the legacy momentum early on (see the report)' if bites else
                f'it never had an effect (1/warm_up = {1 / w:g} >= {mk:.6g})' if w > 1 else
                'it never had an effect'))
+    elif spec.kind == 'mmdet.BaseEMAHook':
+        mapped.insert['ema_type'] = 'ExponentialMovingAverage'
+        mapped.notes.append('BaseEMAHook (constant momentum) -> ExponentialMovingAverage; mmdet '
+                            '2.28 does not register BaseEMAHook, so this config registered it')
     else:  # ExpMomentumEMAHook
         T = a['total_iter']
         if 'total_iter' in spec.args:
