@@ -16,8 +16,6 @@ written to a directory.
 """
 from __future__ import annotations
 
-import copy
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
