@@ -15,6 +15,7 @@ Scenarios:
   after epoch 1 and both ranks resume from it and train epoch 2 again.
 * ``fsdp2``: ``fully_shard`` training; each rank averages its own DTensor
   shards with compat_ema's kernels, and with compat_ema's averaged models.
+* ``crash``: rank 1 raises, rank 0 waits for it (the fail-fast test).
 * ``all``: ``ddp`` then ``fsdp2`` where this torch has it, in one process group
   (one torch import per rank: most of the wall time on a loaded machine).
 """
@@ -274,6 +275,10 @@ def main(argv) -> int:
     dist.init_process_group('gloo', init_method='env://', timeout=timeout)
     try:
         result = {}
+        if scenario == 'crash':  # rank 1 fails; rank 0 would wait in the barrier for it
+            if rank == 1:
+                raise RuntimeError('deliberate failure on rank 1')
+            dist.barrier()
         if scenario in ('ddp', 'all'):
             result['ddp'] = scenario_ddp(rank, out_dir)
         if scenario == 'fsdp2' or (scenario == 'all' and fsdp2_available()):

@@ -62,19 +62,34 @@ def launch(scenario: str, out_dir: str, test_name: str, world: int = 2, ranks=No
             stdout=log, stderr=subprocess.STDOUT, env=env)))
     end = time.monotonic() + deadline
     try:
-        for rank, log, proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        # poll every rank: the first failure kills the others at once (a rank left waiting in a
+        # collective would otherwise sit out its whole gloo timeout)
+        first_failed = []  # ranks in the order their failure was seen: the root cause first
+        while any(proc.poll() is None for _, _, proc in procs):
+            first_failed += [r for r, _, p in procs
+                             if p.poll() not in (None, 0) and r not in first_failed]
+            if first_failed:
+                break
+            if time.monotonic() > end:
+                rank = next(r for r, _, p in procs if p.poll() is None)
                 raise HungProcessGroup(
                     f'{test_name}: the {scenario!r} process group (world size {world}) hung: '
-                    f'rank {rank} was still running after {deadline:.0f} s; all ranks killed'
-                ) from None
-        for rank, log, proc in procs:
-            if proc.returncode != 0:
+                    f'rank {rank} was still running after {deadline:.0f} s; all ranks killed')
+            time.sleep(0.05)
+        grace = time.monotonic() + 3.0  # let the others' own errors surface before the kill
+        while first_failed and time.monotonic() < grace and \
+                any(p.poll() is None for _, _, p in procs):
+            time.sleep(0.05)
+        first_failed += [r for r, _, p in procs if p.poll() not in (None, 0)
+                         and r not in first_failed]
+        if first_failed:
+            parts = []
+            for rank in first_failed:
+                log, proc = next((log, p) for r, log, p in procs if r == rank)
                 log.seek(0)
-                raise RuntimeError(f'{test_name}: rank {rank} of {scenario!r} exited with '
-                                   f'{proc.returncode}:\n{log.read()[-4000:]}')
+                parts.append(f'--- rank {rank} (exit {proc.returncode}):\n{log.read()[-3000:]}')
+            raise RuntimeError(f'{test_name}: {scenario!r} failed on rank(s) {first_failed} '
+                               '(in the order seen; the others were killed):\n' + '\n'.join(parts))
     finally:
         for _, log, proc in procs:
             if proc.poll() is None:
@@ -234,6 +249,15 @@ def test_hung_process_group_fails_fast_with_a_clear_message(tmp_path):
         launch('ddp', str(tmp_path), 'test_hung_process_group_fails_fast', ranks=[0],
                deadline=4, group_timeout=60)
     assert time.monotonic() - start < 15
+
+
+def test_a_failing_rank_stops_the_group_at_once(tmp_path):
+    """Rank 1 raises; rank 0, waiting for it in a barrier, is killed instead of sitting out
+    the 60 s gloo timeout, and the error names the rank and shows its traceback."""
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r'(?s)test_a_failing_rank.*--- rank 1 \(exit 1\).*deliberate failure on rank 1'):
+        launch('crash', str(tmp_path), 'test_a_failing_rank_stops_the_group', group_timeout=60)
+    assert time.monotonic() - start < 45
 
 
 @pytest.fixture(scope='module')
