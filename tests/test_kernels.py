@@ -33,7 +33,7 @@ WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
 @pytest.fixture(autouse=True)
 def exchange_small_tensors(monkeypatch):
-    """Let the tiny test tensors take the storage-exchange path (normally only >= 32768 elements)."""
+    """Let the tiny test tensors take the storage-exchange path (normally only >= 8192 elements)."""
     monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
 
 
@@ -266,9 +266,9 @@ def test_swap_tied_entries_follow_upstream_order():
 
 
 def test_small_tensors_are_copied_by_default(monkeypatch):
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 15)
-    small, big = nn.Parameter(torch.randn(100)), nn.Parameter(torch.randn(1 << 15))
-    e_small, e_big = torch.randn(100), torch.randn(1 << 15)
+    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 13)
+    small, big = nn.Parameter(torch.randn(100)), nn.Parameter(torch.randn(1 << 13))
+    e_small, e_big = torch.randn(100), torch.randn(1 << 13)
     ptrs = small.data_ptr(), big.data_ptr()
     want = e_small.clone(), e_big.clone()
     kernels.swap_([small, big], [e_small, e_big], fast=True)

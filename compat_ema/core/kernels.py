@@ -207,7 +207,7 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 #: Tensors smaller than this (elements) are swapped by copying: for them the
 #: checks that make an exchange safe cost more than the three copies.
-EXCHANGE_MIN_NUMEL = 1 << 15
+EXCHANGE_MIN_NUMEL = 1 << 13
 
 
 def _storage_key(t: Tensor) -> int:
@@ -239,24 +239,32 @@ def _dense(t: Tensor) -> bool:
     return True
 
 
-def _owns_exactly(t: Tensor, holders: int) -> bool:
-    """``t`` is a plain dense tensor that spans its whole storage, held by ``holders``
-    tensor objects (itself plus known aliases) and by nothing else."""
+def _owns_exactly(t: Tensor, storage, holders: int) -> bool:
+    """``t`` is a plain dense tensor that spans its whole ``storage`` (the one
+    ``untyped_storage()`` object the caller holds), held by ``holders`` tensor
+    objects (itself plus known aliases) and by nothing else."""
     if type(t) not in _PLAIN_TYPES or t.layout != torch.strided or t.is_quantized:
         return False
-    if t.is_conj() or t.is_neg() or t.storage_offset() != 0 or t.numel() == 0:
+    if t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size():
         return False
-    if not _dense(t):
-        return False
-    storage = t.untyped_storage()
-    if storage.nbytes() != t.numel() * t.element_size():
+    if t.is_conj() or t.is_neg() or not _dense(t):
         return False
     if t.device.type == 'cpu' and storage.is_shared():
         return False  # another process maps it (share_memory / hogwild)
     return _USE_COUNT(storage._cdata) == _BASE_USE + holders - 1
 
 
-def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0) -> bool:
+_CUDA: List[bool] = []
+
+
+def _cuda_available() -> bool:
+    if not _CUDA:
+        _CUDA.append(torch.cuda.is_available())
+    return _CUDA[0]
+
+
+def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0,
+                 _storages=None) -> bool:
     """Whether exchanging the storages of ``x`` and ``y`` is unobservable.
 
     True only when both are plain (``Tensor``/``Parameter``), strided, dense,
@@ -269,13 +277,16 @@ def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0) -
     Raw-address consumers (captured CUDA graphs) cannot be detected: use
     :func:`set_exchange_swap` to turn exchange off for them.
     """
-    if _USE_COUNT is None or _BASE_USE < 1:
+    if _USE_COUNT is None or _BASE_USE < 1 or x.numel() == 0:
         return False
     if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device or x.stride() != y.stride():
         return False
-    if x.device.type == 'cpu' and torch.cuda.is_available() and x.is_pinned() != y.is_pinned():
+    if x.device.type == 'cpu' and _cuda_available() and x.is_pinned() != y.is_pinned():
         return False
-    return _owns_exactly(x, 1 + x_aliases) and _owns_exactly(y, 1 + y_aliases)
+    xs, ys = _storages if _storages is not None else (x.untyped_storage(), y.untyped_storage())
+    if xs.data_ptr() == ys.data_ptr():
+        return False
+    return _owns_exactly(x, xs, 1 + x_aliases) and _owns_exactly(y, ys, 1 + y_aliases)
 
 
 def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
@@ -308,10 +319,13 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
                     for t in aliases:
                         if t.numel():
                             alias_map.setdefault(_storage_key(t), []).append(t)
-                xa = [t for t in alias_map.get(_storage_key(x), ()) if t is not x]
-                ya = [t for t in alias_map.get(_storage_key(y), ()) if t is not y]
-                if all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
-                        and exchangeable(x, y, len(xa), len(ya)):
+                storages = x.untyped_storage(), y.untyped_storage()
+                xa = [t for t in alias_map.get(storages[0].data_ptr(), ()) if t is not x]
+                ya = [t for t in alias_map.get(storages[1].data_ptr(), ()) if t is not y]
+                ok = all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
+                    and exchangeable(x, y, len(xa), len(ya), storages)
+                del storages
+                if ok:
                     x_data, y_data = x.data, y.data
                     x.data = y_data
                     y.data = x_data
