@@ -309,7 +309,8 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
     upstream. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are always
     copied: for them the checks cost more than the copies.
     """
-    fast = _use_fast(fast) and _EXCHANGE
+    # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
+    fast = _use_fast(fast) and _EXCHANGE and _USE_COUNT is not None
     alias_map: Optional[Dict[int, List[Tensor]]] = None
     with torch.no_grad():
         for x, y in zip(a, b):
