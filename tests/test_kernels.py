@@ -108,6 +108,17 @@ def test_fast_equals_faithful_bitwise_cpu(op, dtype, threads):
             assert torch.equal(a, b), f'{op} {dtype} threads={threads} seed={seed}: tensor {i} differs'
 
 
+@pytest.mark.parametrize('op', ['mul_add_', 'swa_add_'])
+def test_cache_sized_batches_do_not_change_results(op, monkeypatch):
+    monkeypatch.setattr(kernels, 'BATCH_BYTES', 64)  # many small batches
+    fast_dst, _ = run_op(op, torch.float32, 5, True)
+    monkeypatch.setattr(kernels, 'BATCH_BYTES', 1 << 40)  # one batch
+    whole_dst, _ = run_op(op, torch.float32, 5, True)
+    slow_dst, _ = run_op(op, torch.float32, 5, False)
+    for a, b, c in zip(fast_dst, whole_dst, slow_dst):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
 def test_faithful_loop_matches_float64_formula():
     """The faithful loop itself is upstream's arithmetic: checked against float64 within one rounding."""
     g = torch.Generator().manual_seed(3)

@@ -92,6 +92,31 @@ def _groups(*lists: Sequence[Tensor]) -> Dict[Tuple[torch.device, torch.dtype], 
     return out
 
 
+#: Two-pass kernels (mul_ then add_) run on batches of about this many bytes of
+#: destination, so the second pass finds them in cache (the per-tensor loop gets
+#: that for free; one foreach pass over the whole model does not). A tensor larger
+#: than this is a batch of its own. Performance only: results do not depend on it.
+BATCH_BYTES = 1 << 20
+
+
+def _batches(dst: List[Tensor], src: List[Tensor]) -> List[Tuple[List[Tensor], List[Tensor]]]:
+    out: List[Tuple[List[Tensor], List[Tensor]]] = []
+    cur_d: List[Tensor] = []
+    cur_s: List[Tensor] = []
+    used = 0
+    for d, s in zip(dst, src):
+        size = d.numel() * d.element_size()
+        if cur_d and used + size > BATCH_BYTES:
+            out.append((cur_d, cur_s))
+            cur_d, cur_s, used = [], [], 0
+        cur_d.append(d)
+        cur_s.append(s)
+        used += size
+    if cur_d:
+        out.append((cur_d, cur_s))
+    return out
+
+
 def _same_layout(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
     return all(x.dtype == y.dtype and x.device == y.device for x, y in zip(a, b))
 
@@ -109,7 +134,7 @@ class TensorPairs:
     objects changes.
     """
 
-    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout')
+    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout', 'batches')
 
     def __init__(self, dst: Sequence[Tensor], src: Sequence[Tensor]):
         self.dst = list(dst)
@@ -117,6 +142,7 @@ class TensorPairs:
         self.same_layout = _same_layout(self.dst, self.src)
         self.aliased = _aliased(self.dst)
         self.groups = list(_groups(self.dst, self.src).values())
+        self.batches = [b for e_list, s_list in self.groups for b in _batches(e_list, s_list)]
 
     def _fast(self, fast: Optional[bool]) -> bool:
         return _use_fast(fast) and self.same_layout and not self.aliased
@@ -129,7 +155,8 @@ class TensorPairs:
                 for e, s in zip(self.dst, self.src):
                     e.mul_(keep).add_(s, alpha=momentum)
                 return
-            for e_list, s_list in self.groups:
+            # cache-sized batches: each batch's ema is still in cache for add_
+            for e_list, s_list in self.batches:
                 if any(e.dtype in _REDUCED for e in e_list):
                     # foreach mul_ by a Python scalar rounds the scalar to the
                     # tensor's dtype for these (measured, CPU); the loop does not.
@@ -156,7 +183,7 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.add_(s - a, alpha=alpha)
                 return
-            for a_list, s_list in self.groups:
+            for a_list, s_list in self.batches:
                 diff = torch._foreach_sub(s_list, a_list)
                 torch._foreach_add_(a_list, diff, alpha=alpha)
 
