@@ -23,7 +23,8 @@ noise hits every column alike), median of ``--repeat`` calls:
   parameters together (2 reads + 1 write, no per-tensor overhead);
 * updates: mmcv ``EMAHook.after_train_iter``, mmdet ``ExpMomentumEMAHook.after_train_iter``,
   mmengine ``ExponentialMovingAverage.update_parameters``;
-* swaps: mmcv ``EMAHook._swap_ema_parameters`` and mmengine ``EMAHook._swap_ema_parameters``.
+* swaps: ``_swap_ema_parameters`` of mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` (whole
+  state dict, BN buffers included) and mmengine ``EMAHook``.
 
 ``--memory`` adds the extra memory of each implementation, measured in a fresh
 subprocess per (work, implementation): the EMA state created by ``before_run``
@@ -169,7 +170,8 @@ def upstream_classes(up):
             'mmengine_hook': eng_hooks.EMAHook, 'mmengine_ema': eng_model.ExponentialMovingAverage}
 
 
-WORKS = ['mmcv update', 'mmdet Exp update', 'mmengine EMA update', 'mmcv swap', 'mmengine swap']
+WORKS = ['mmcv update', 'mmdet Exp update', 'mmengine EMA update', 'mmcv swap', 'mmdet swap',
+         'mmengine swap']
 
 
 def make_work(work: str, classes, model: nn.Module) -> Callable[[], None]:
@@ -189,6 +191,10 @@ def make_work(work: str, classes, model: nn.Module) -> Callable[[], None]:
         return lambda: ema.update_parameters(model)
     if work == 'mmcv swap':
         hook = classes['mmcv'](momentum=0.0002)
+        hook.before_run(runner)
+        return hook._swap_ema_parameters
+    if work == 'mmdet swap':
+        hook = classes['mmdet'](momentum=0.0002)
         hook.before_run(runner)
         return hook._swap_ema_parameters
     if work == 'mmengine swap':

@@ -345,7 +345,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
                 if alias_map is None:
                     alias_map = {}
                     for t in aliases:
-                        if t.numel():
+                        if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
                             alias_map.setdefault(_storage_key(t), []).append(t)
                 storages = x.untyped_storage(), y.untyped_storage()
                 xa = [t for t in alias_map.get(storages[0].data_ptr(), ()) if t is not x]

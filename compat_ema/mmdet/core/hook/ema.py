@@ -118,23 +118,27 @@ class BaseEMAHook(Hook):
         ``state_dict()`` hands out detached aliases; exchanging the storage of an
         alias alone would leave the real parameter untouched, so the owner (the
         ``Parameter`` or registered buffer it aliases) is exchanged and the alias
-        re-pointed. An entry whose owner cannot be found keeps its alias, which
-        :func:`compat_ema.core.kernels.swap_` then copies in place unless nothing
-        else holds its storage.
+        re-pointed. Only entries large enough to be exchanged are resolved (the
+        module lookup is cached; the owner is re-read and must still alias the
+        entry). Any other entry keeps its alias, which
+        :func:`compat_ema.core.kernels.swap_` copies in place, as upstream does.
         """
         model = getattr(self, '_compat_model', None)
+        where = self.__dict__.setdefault('_owner_where', {})
         out = []
         for name, val in zip(self.model_parameters, vals):
             owner = None
-            if model is not None:
-                prefix, _, attr = name.rpartition('.')
-                try:
-                    module = model.get_submodule(prefix) if prefix else model
-                except AttributeError:
-                    module = None
-                if module is not None:
+            if model is not None and val.numel() >= kernels.EXCHANGE_MIN_NUMEL:
+                if name not in where:
+                    prefix, _, attr = name.rpartition('.')
+                    try:
+                        where[name] = (model.get_submodule(prefix) if prefix else model, attr)
+                    except AttributeError:
+                        where[name] = None
+                if where[name] is not None:
+                    module, attr = where[name]
                     owner = module._parameters.get(attr, module._buffers.get(attr))
-            if owner is not None and owner is not val and owner.numel() and \
+            if owner is not None and owner is not val and \
                     owner.data_ptr() == val.data_ptr() and owner.shape == val.shape and \
                     owner.stride() == val.stride() and owner.dtype == val.dtype:
                 out.append(owner)
