@@ -116,6 +116,9 @@ def test_hooks_on_a_cuda_model_keep_state_on_cuda(generation):
             hook.after_train_iter(runner)
     state = (hook.ema_model.state_dict() if generation == 'mmengine' else
              {k: v for k, v in model.state_dict().items() if k.startswith('ema_')})
+    if generation == 'mmengine':
+        # upstream: ``steps`` is created with ``device=None`` (the CPU) unless ``device`` is given
+        assert not state.pop('steps').is_cuda
     assert state and all(v.is_cuda for v in state.values())
     raw = {k: v.clone() for k, v in model.state_dict().items()}
     swap_in, swap_out = (('before_val_epoch', 'after_val_epoch') if generation == 'mmengine'
