@@ -9,12 +9,12 @@ is replaced only with ``force=True``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
+from ..core.atomic import write_atomic
 from .errors import CheckpointError
 
 __all__ = ['check_destination', 'atomic_save']
@@ -25,12 +25,6 @@ def _same(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_destination(dst, sources: Iterable = (), force: bool = False) -> Path:
@@ -53,21 +47,7 @@ def atomic_save(obj: Any, dst, sources: Iterable = (), force: bool = False) -> P
     """``torch.save(obj, dst)`` through a temporary file + ``os.replace``."""
     sources = list(sources)
     dst = check_destination(dst, sources, force)
-    parent = dst.parent if str(dst.parent) else Path('.')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dst.name}.', suffix='.tmp', dir=str(parent))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual file mode
-        # checked again right before the rename: the input must never be replaced
-        check_destination(dst, sources, force)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dst
+    # checked again right before the rename: the input must never be replaced
+    return write_atomic(dst, lambda f: torch.save(obj, f),
+                        before_replace=lambda: check_destination(dst, sources, force),
+                        make_parents=False)

@@ -32,13 +32,14 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from ..core.atomic import write_atomic
 
 __all__ = ['FORMAT', 'VERSION', 'GoldenFileError', 'GoldenMismatch', 'Trajectory', 'KeyDiff',
            'Tolerance', 'TOLERANCE_TABLE', 'tolerance_for', 'ulp_distance', 'as_golden',
@@ -181,21 +182,7 @@ def _unpack(raw: Any, path: Path) -> Tuple[Union[Dict[str, Tensor], Trajectory],
 
 
 def _write_atomic(payload: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=str(path.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: f.write(payload))
 
 
 def save_golden(path: Union[str, Path], obj: Any, meta: Optional[Mapping[str, Any]] = None) -> Path:

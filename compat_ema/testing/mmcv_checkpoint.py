@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -28,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
+from ..core.atomic import write_atomic
 from ..core.state_dict import load_state_dict
 from ..core.wrappers import is_wrapper
 
@@ -69,19 +69,7 @@ def weights_to_cpu(state_dict: Dict[str, torch.Tensor]) -> OrderedDict:
 
 def atomic_torch_save(obj: Any, filename: str) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(filename))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.pth')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(filename, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(model: nn.Module, filename: str, optimizer: Union[Optimizer, Dict, None] = None,
