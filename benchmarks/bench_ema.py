@@ -3,7 +3,7 @@
 Run from the repository root::
 
     # CPU, with the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 next to compat_ema
-    /work/.oracle/bin/python benchmarks/bench_ema.py
+    .tox/oracle/bin/python benchmarks/bench_ema.py
     # any env (upstream columns become n/a when it is not importable)
     python benchmarks/bench_ema.py --repeat 30 --models resnet50,small2000
     # the lead's GPU run
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         results.append(res)
         print(report([res], meta), flush=True)
     if up is None:
-        print('(upstream not importable here: run with /work/.oracle/bin/python for the upstream column)')
+        print('(upstream not importable here: run with .tox/oracle/bin/python for the upstream column)')
     if args.json:
         with open(args.json + '.tmp', 'w') as f:
             json.dump(dict(meta=meta, results=results), f, indent=1)

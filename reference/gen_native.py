@@ -14,7 +14,7 @@ source state it was fed, swapped/checkpoint contents) goes into
 regeneration. Never imports compat_ema.
 
 Run through ``reference/generate.py``, or alone:
-``/work/.oracle/bin/python reference/gen_native.py [OUT_DIR]``.
+``.tox/oracle/bin/python reference/gen_native.py [OUT_DIR]``.
 """
 from __future__ import annotations
 

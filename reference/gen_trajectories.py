@@ -8,7 +8,7 @@ models), drives it through the case's event stream on a fake runner, and writes
 the case config in its meta. Never imports compat_ema.
 
 Run through ``reference/generate.py``, or alone:
-``/work/.oracle/bin/python reference/gen_trajectories.py [OUT_DIR]``.
+``.tox/oracle/bin/python reference/gen_trajectories.py [OUT_DIR]``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def main(out_dir: Path) -> List[Path]:
     import upstream
     if not upstream.available():
         raise SystemExit('gen_trajectories: the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 '
-                         'are not importable here; run with /work/.oracle/bin/python')
+                         'are not importable here; run with .tox/oracle/bin/python')
     versions = upstream_versions()
     target = Path(out_dir)
     written = []

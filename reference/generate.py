@@ -2,8 +2,8 @@
 
 One command, in the oracle env (the real mmcv 1.6.0, mmdet 2.28.2, mmengine 0.10.7)::
 
-    /work/.oracle/bin/python reference/generate.py            # regenerate + manifest
-    /work/.oracle/bin/python reference/generate.py --check    # regenerate into a temp dir and
+    .tox/oracle/bin/python reference/generate.py            # regenerate + manifest
+    .tox/oracle/bin/python reference/generate.py --check    # regenerate into a temp dir and
                                                               # compare with MANIFEST.json
     python reference/generate.py --manifest-only              # re-hash the files on disk only
 
@@ -56,7 +56,7 @@ VOLATILE = ('/meta/time', '/meta/hook_msgs/last_ckpt', '/meta/experiment_name',
             '/meta/mmengine_version', '/message_hub/runtime_info/experiment_name',
             '/message_hub/runtime_info/mmengine_version', '/message_hub/runtime_info/last_ckpt',
             '/message_hub/log_scalars/train/time*', '/message_hub/log_scalars/train/data_time*')
-COMMAND = '/work/.oracle/bin/python reference/generate.py'
+COMMAND = '.tox/oracle/bin/python reference/generate.py'
 MANIFEST = 'MANIFEST.json'
 
 

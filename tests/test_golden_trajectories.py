@@ -53,7 +53,7 @@ def load_case(name: str):
     expected, meta = golden.load_golden(TRAJ / f'{name}.pt')
     assert json.loads(json.dumps(cases.CASES_BY_NAME[name])) == meta['case'], (
         f'case {name}: reference/cases.py no longer matches the recorded config; '
-        're-record with /work/.oracle/bin/python reference/generate.py')
+        're-record with .tox/oracle/bin/python reference/generate.py')
     return expected, meta
 
 

@@ -32,7 +32,7 @@ def load_case(name: str):
     expected, meta = golden.load_golden(NATIVE / f'{name}.pt')
     assert meta['case'] == json.loads(json.dumps(CASES[name])), (
         f'{name}: tests/oracle/native.py golden_cases() no longer matches the recording; '
-        're-record with /work/.oracle/bin/python reference/generate.py')
+        're-record with .tox/oracle/bin/python reference/generate.py')
     return expected, meta
 
 

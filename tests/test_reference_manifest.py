@@ -28,7 +28,7 @@ def test_manifest_names_the_recording(manifest):
     assert manifest['upstream']['mmdet'] == '2.28.2'
     assert manifest['upstream']['mmengine'] == '0.10.7'
     assert manifest['torch'] == manifest['upstream']['torch'] == '2.13.0+cpu'
-    assert manifest['generator_command'] == '/work/.oracle/bin/python reference/generate.py'
+    assert manifest['generator_command'] == '.tox/oracle/bin/python reference/generate.py'
     assert manifest['python'] and manifest['device'].startswith('cpu')
     assert manifest['generators']['gen_trajectories']['status'] in ('ran', 'on disk')
     assert any('timestamps' in n for n in manifest['notes'])
