@@ -28,6 +28,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from .migrate._io import atomic_write_text
+
 __all__ = ['LEGACY_CONFIGS', 'EPOCHS', 'showcase', 'prepare_out', 'DemoOutputError']
 
 #: training length of each run (3 iterations per epoch)
@@ -78,9 +80,9 @@ def prepare_out(out: str, force: bool = False) -> str:
             and not force:
         raise DemoOutputError(f'{out}: exists, is not empty and was not written by compat-ema '
                               'demo; choose another --out or pass --force')
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, MARKER), 'w') as fh:
-        fh.write('written by compat-ema demo; its files here are overwritten on the next run\n')
+    atomic_write_text(os.path.join(out, MARKER),
+                      'written by compat-ema demo; its files here are overwritten on the next run\n',
+                      force=True)
     return out
 
 
@@ -110,8 +112,7 @@ def _run_one(name: str, text: str, out: str, lines: List[str]) -> Tuple[float, f
     from .testing import run_scenario
 
     legacy_path = os.path.join(out, name + '.py')
-    with open(legacy_path, 'w') as fh:
-        fh.write(text)
+    atomic_write_text(legacy_path, text, force=True)
     hooks = load_config(legacy_path).cfg['custom_hooks']
     runs = os.path.join(out, 'runs', name)
     legacy = run_scenario('mmcv', 'epoch', hooks=hooks, max_epochs=EPOCHS, recorders=(),
@@ -187,7 +188,6 @@ def showcase(out: str = 'compat-ema-demo', force: bool = False) -> str:
     lines.append('exact: the legacy EMA bit for bit under mmengine (compat_ema legacy types); '
                  "native: mmengine's own types, the numbers move as shown. See MIGRATION.md.")
     text = '\n'.join(lines)
-    with open(os.path.join(out, 'report.txt'), 'w') as fh:
-        fh.write(text + '\n')
+    atomic_write_text(os.path.join(out, 'report.txt'), text + '\n', force=True)
     print(text)
     return text

@@ -272,6 +272,9 @@ def test_refuses_to_overwrite(configs, capsys):
     assert out.read_text() == 'keep me\n'
     assert cli(['migrate', str(src), '-o', str(out), '--force', '--sim-iters', '10']) == 0
     assert 'LegacyMMCVEMA' in out.read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's 0600
     leftovers = [f for f in os.listdir(configs) if f.endswith('.tmp')]
     assert leftovers == []
     with pytest.raises(OutputExists):

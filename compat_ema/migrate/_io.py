@@ -6,7 +6,6 @@ never sees a half-written file and a failure leaves nothing behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Iterable, Optional
 
 __all__ = ['OutputExists', 'check_output', 'atomic_write_bytes', 'atomic_write_text']
@@ -37,24 +36,17 @@ def check_output(path: str, force: bool = False, inputs: Iterable[str] = ()) -> 
 
 def atomic_write_bytes(path: str, data: bytes, force: bool = False,
                        inputs: Iterable[str] = ()) -> str:
-    """Write ``data`` to ``path`` atomically (see :func:`check_output` for the refusals)."""
+    """Write ``data`` to ``path`` atomically (see :func:`check_output` for the refusals).
+
+    Uses :func:`compat_ema.core.atomic.write_atomic` (temp file in the same
+    directory, fsync, rename; the usual file mode); the refusals are checked
+    again right before the rename.
+    """
+    from ..core.atomic import write_atomic
+    inputs = list(inputs)
     check_output(path, force=force, inputs=inputs)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda fh: fh.write(data),
+                 before_replace=lambda: check_output(path, force=force, inputs=inputs))
     return path
 
 
