@@ -7,23 +7,17 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from compat_ema.core.runner import SimpleRunner
 
-class FakeRunner:
-    """The runner protocol, with settable counters (compat_ema.core.runner)."""
+
+class FakeRunner(SimpleRunner):
+    """The runner protocol with settable counters; records ``resume(path)`` calls."""
 
     def __init__(self, model: nn.Module, max_iters: int = 1000, max_epochs: int = 100,
                  resume: bool = False):
-        self.model = model
-        self.iter = 0
-        self.epoch = 0
-        self.inner_iter = 0
-        self.max_iters = max_iters
-        self.max_epochs = max_epochs
-        self._resume = resume
         self.resumed: List[str] = []
-
-    def resume(self, path: str) -> None:
-        self.resumed.append(path)
+        super().__init__(model, max_iters=max_iters, max_epochs=max_epochs, resume=resume,
+                         resume_fn=self.resumed.append)
 
 
 class TinyModel(nn.Module):

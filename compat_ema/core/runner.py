@@ -59,7 +59,7 @@ class EMARunner(Protocol):
 class SimpleRunner:
     """A minimal runner for hand-written loops.
 
-    Set ``iter``/``epoch`` yourself (or call :meth:`step`), and call the hook
+    Set ``iter``/``epoch`` yourself and call the hook
     methods at the points your loop reaches. ``resume`` is delegated to an
     optional callable.
     """
