@@ -13,29 +13,38 @@ Public API (see each module's docstring for the upstream behaviour it carries):
 * :mod:`compat_ema.testing.equivalence`: ``check_resume``, ``resume_matrix``;
 * :mod:`compat_ema.testing.models`: ``TinyModel``, ``make_loader``.
 """
-from .mmcv_runner import (CheckpointHook, EMASetupWarning, EpochBasedRunner, IterBasedRunner,
-                          MMDataParallel, OptimizerHook)
-from .mmengine_runner import Runner
-from .models import ListLoader, TinyModel, make_loader, make_samples
-from .equivalence import ResumeReport, check_resume, expected_difference, resume_matrix
-from .scenario import ScenarioResult, run_scenario, run_spec, single_thread, summarize
-from .trace import MMCVRecorder, MMEngineRecorder, Trace, TraceEntry, hexf, tensor_digest
+import importlib
+from typing import Any, Dict
 
-__all__ = [
-    # harness (compat_ema.testing.*; owned by the harness issue)
-    'EpochBasedRunner', 'IterBasedRunner', 'OptimizerHook', 'CheckpointHook', 'MMDataParallel',
-    'EMASetupWarning', 'Runner', 'TinyModel', 'ListLoader', 'make_loader', 'make_samples',
-    'ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize', 'Trace', 'TraceEntry',
-    'ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix',
-    'MMCVRecorder', 'MMEngineRecorder', 'hexf', 'tensor_digest',
-    # golden.py / pytest_plugin.py names are exported below by their owner
-]
+#: public name -> submodule that defines it; imported on first access (PEP 562), so loading
+#: the pytest plugin (``compat_ema.testing.pytest_plugin``) does not import the runner fakes.
+_EXPORTS: Dict[str, str] = {
+    **dict.fromkeys(['CheckpointHook', 'EMASetupWarning', 'EpochBasedRunner', 'IterBasedRunner',
+                     'MMDataParallel', 'OptimizerHook'], 'mmcv_runner'),
+    'Runner': 'mmengine_runner',
+    **dict.fromkeys(['ListLoader', 'TinyModel', 'make_loader', 'make_samples'], 'models'),
+    **dict.fromkeys(['ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix'],
+                    'equivalence'),
+    **dict.fromkeys(['ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize'],
+                    'scenario'),
+    **dict.fromkeys(['MMCVRecorder', 'MMEngineRecorder', 'Trace', 'TraceEntry', 'hexf',
+                     'tensor_digest'], 'trace'),
+    **dict.fromkeys(['GoldenFileError', 'GoldenMismatch', 'Trajectory', 'assert_matches',
+                     'assert_matches_golden', 'compare_state_dicts', 'compare_trajectories',
+                     'load_golden', 'save_golden', 'tolerance_for'], 'golden'),
+}
 
-# golden files (compat_ema.testing.golden; the ema_golden fixture is in pytest_plugin)
-from .golden import (GoldenFileError, GoldenMismatch, Trajectory, assert_matches,  # noqa: E402
-                     assert_matches_golden, compare_state_dicts, compare_trajectories,
-                     load_golden, save_golden, tolerance_for)
+__all__ = sorted(_EXPORTS)
 
-__all__ += ['Trajectory', 'save_golden', 'load_golden', 'compare_state_dicts',
-            'compare_trajectories', 'assert_matches', 'assert_matches_golden', 'tolerance_for',
-            'GoldenFileError', 'GoldenMismatch']
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'.{module}', __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
