@@ -13,27 +13,10 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
+from helpers import WEIGHTS_ONLY_READS_FLOATS
 
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 MMCV = REF / 'mmcv_epoch_normal.pth'
-
-
-def _weights_only_reads_floats() -> bool:
-    """torch 1.13's weights-only unpickler has no BINFLOAT opcode ("Unsupported operand 71"):
-    any checkpoint holding a Python float (optimizer lr, meta) fails there. Trusted test
-    files are then read with a full unpickle; everything else is unchanged."""
-    import io
-    buf = io.BytesIO()
-    torch.save({'lr': 0.5}, buf)
-    buf.seek(0)
-    try:
-        torch.load(buf, weights_only=True)
-    except Exception:
-        return False
-    return True
-
-
-WEIGHTS_ONLY_READS_FLOATS = _weights_only_reads_floats()
 
 
 class _RunsCommand:
