@@ -671,14 +671,7 @@ class Runner:
 
     def val(self) -> dict:
         """``before_run``, ``load_or_resume``, the val loop, ``after_run``."""
-        if self._val_loop is None:
-            raise RuntimeError('`self._val_loop` should not be None when calling val method.')
-        loop = self.val_loop
-        self.call_hook('before_run')
-        self.load_or_resume()
-        metrics = loop.run()
-        self.call_hook('after_run')
-        return metrics
+        return self._evaluate('val')
 
     def test(self) -> dict:
         """``before_run``, ``load_or_resume``, the test loop, ``after_run``.
@@ -693,9 +686,13 @@ class Runner:
             for f in diagnose(dict(custom_hooks=[dict(type='EMAHook', ema_type='?')],
                                    test_after_train=True)):
                 warnings.warn(f.message, EMASetupWarning, stacklevel=2)
-        if self._test_loop is None:
-            raise RuntimeError('`self._test_loop` should not be None when calling test method.')
-        loop = self.test_loop
+        return self._evaluate('test')
+
+    def _evaluate(self, mode: str) -> dict:
+        """What ``val()`` and ``test()`` share: the loop between ``before_run`` and ``after_run``."""
+        if getattr(self, f'_{mode}_loop') is None:
+            raise RuntimeError(f'`self._{mode}_loop` should not be None when calling {mode} method.')
+        loop = getattr(self, f'{mode}_loop')
         self.call_hook('before_run')
         self.load_or_resume()
         metrics = loop.run()
