@@ -33,8 +33,10 @@ WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
 @pytest.fixture(autouse=True)
 def exchange_small_tensors(monkeypatch):
-    """Let the tiny test tensors take the storage-exchange path (normally only >= 8192 elements)."""
+    """Let the tiny test tensors take the storage-exchange path (normally only >= 8192 elements)
+    and keep them out of the flat buffer of small destinations (tests of it set its threshold)."""
     monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
+    monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ the only arithmetic.
 """
 from __future__ import annotations
 
+import operator
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -38,7 +39,7 @@ from torch import Tensor
 
 __all__ = ['set_fast_path', 'fast_path_enabled', 'set_exchange_swap', 'exchange_swap_enabled',
            'TensorPairs', 'mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_', 'exchangeable',
-           'EXCHANGE_MIN_NUMEL']
+           'EXCHANGE_MIN_NUMEL', 'FLAT_MAX_NUMEL']
 
 _FAST = os.environ.get('COMPAT_EMA_FAITHFUL', '') in ('', '0')
 _EXCHANGE = os.environ.get('COMPAT_EMA_SWAP', '').lower() not in ('copy', '0')
@@ -121,6 +122,116 @@ def _same_layout(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
     return all(x.dtype == y.dtype and x.device == y.device for x, y in zip(a, b))
 
 
+#: Dtypes whose CPU ``mul_`` by a scalar may run on one flat buffer: their scalar
+#: tail and vector body round alike, so where a tensor starts in the buffer cannot
+#: change a bit (float16/bfloat16 tails differ; see ``tests/test_kernels.py``).
+_FLAT_DTYPES = (torch.float32, torch.float64)
+_DATA_PTR = Tensor.data_ptr
+
+#: Destinations under this many elements may be re-pointed into a flat buffer by
+#: :meth:`TensorPairs.flatten_small_destinations` (where the per-tensor cost of
+#: ``mul_`` dominates). Larger ones keep their own storage, which is what lets
+#: :func:`swap_` exchange them.
+FLAT_MAX_NUMEL = 1 << 13
+
+
+class _FlatSmall:
+    """Small CPU destination tensors re-pointed into one flat buffer per dtype.
+
+    Built once by :meth:`TensorPairs.flatten_small_destinations`: each adopted
+    destination (a plain, contiguous, exclusively owned CPU float32/float64
+    tensor under :data:`FLAT_MAX_NUMEL` elements, the proof
+    :func:`exchangeable` uses) gets its values copied into a slice of a new flat
+    buffer and its storage re-pointed there (``dst.data = view``), so one
+    ``mul_`` on the flat buffer scales all of them. Destinations whose source
+    is 1-D come first: their sources are gathered with ``torch.cat`` into a
+    scratch buffer (one call per :data:`BATCH_BYTES`, so the scratch is
+    bounded) and added (or, in a swap, exchanged) with one op per batch; the
+    others get a foreach ``add_``. ``ptrs`` records where each destination must
+    still live; a call that finds otherwise drops the plan.
+    """
+
+    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'gathers', 'tail', 'numels', 'scratch')
+
+    def __init__(self, pairs: 'TensorPairs'):
+        self.flats: List[Tensor] = []
+        self.dst: List[Tensor] = []
+        self.src: List[Tensor] = []
+        #: (sources, destinations, their slice of the flat buffer) per gathered batch
+        self.gathers: List[Tuple[List[Tensor], List[Tensor], Tensor, Tensor]] = []
+        #: (destinations, sources) added per tensor
+        self.tail: Tuple[List[Tensor], List[Tensor]] = ([], [])
+        picked = set()
+        batches = []
+        for dtype in _FLAT_DTYPES:
+            idx = [i for i, d in enumerate(pairs.dst)
+                   if d.dtype == dtype and d.device.type == 'cpu' and 0 < d.numel() < FLAT_MAX_NUMEL
+                   and d.is_contiguous() and _exclusive(d)]
+            if len(idx) < 2:
+                continue
+            idx.sort(key=lambda i: pairs.src[i].dim() != 1)  # 1-D sources first (stable)
+            dst = [pairs.dst[i] for i in idx]
+            src = [pairs.src[i] for i in idx]
+            flat = torch.empty(sum(d.numel() for d in dst), dtype=dtype)
+            for d, view in zip(dst, flat.split([d.numel() for d in dst])):
+                view = view.view(d.shape)
+                view.copy_(d)
+                d.data = view
+            self.flats.append(flat)
+            self.dst += dst
+            self.src += src
+            picked.update(idx)
+            n1 = sum(1 for t in src if t.dim() == 1)
+            start = 0
+            for d_batch, s_batch in _batches(dst[:n1], src[:n1]):
+                n = sum(d.numel() for d in d_batch)
+                batches.append((s_batch, d_batch, flat[start:start + n]))
+                start += n
+            self.tail[0].extend(dst[n1:])
+            self.tail[1].extend(src[n1:])
+        # one scratch buffer shared by all batches: BATCH_BYTES, or one tensor if larger
+        self.scratch = torch.empty(max([v.nbytes for _, _, v in batches], default=0), dtype=torch.uint8)
+        self.gathers = [(s_batch, d_batch, view, self.scratch[:view.nbytes].view(view.dtype))
+                        for s_batch, d_batch, view in batches]
+        self.numels = [list(map(_NUMEL, g[0])) for g in self.gathers]
+        self.ptrs = list(map(_DATA_PTR, self.dst))
+        rest = [i for i in range(len(pairs.dst)) if i not in picked]
+        rest_groups = _groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values()
+        self.rest = [b for e_list, s_list in rest_groups for b in _batches(e_list, s_list)]
+
+    def holds(self) -> bool:
+        """Every adopted destination still lives where it was put and every gathered
+        source still has its size (a source that changed shape otherwise makes
+        ``cat`` or ``add_`` fail, as upstream's ``add_`` does)."""
+        return list(map(_DATA_PTR, self.dst)) == self.ptrs and all(
+            list(map(_NUMEL, g[0])) == numels for g, numels in zip(self.gathers, self.numels))
+
+    def mul_add_(self, keep: float, momentum: float) -> None:
+        for buf in self.flats:
+            buf.mul_(keep)
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.add_(scratch, alpha=momentum)
+        if self.tail[0]:
+            torch._foreach_add_(self.tail[0], self.tail[1], alpha=momentum)
+
+    def swap_batches_(self, batches: Sequence[Tuple[List[Tensor], Tensor, Tensor]]) -> None:
+        """Swap gathered batches ``(source .data aliases, destinations, flat slice, scratch)``:
+        ``scratch = cat(sources)``, ``sources <- destinations``, ``flat slice <- scratch``."""
+        for xs, ds, view, scratch in batches:
+            torch.cat(xs, out=scratch)
+            torch._foreach_copy_(xs, ds)
+            view.copy_(scratch)
+
+
+_NUMEL = Tensor.numel
+
+
+def _exclusive(t: Tensor) -> bool:
+    """``t`` alone holds its whole storage (see :func:`exchangeable`)."""
+    return _USE_COUNT is not None and _BASE_USE >= 1 and _owns_exactly(t, t.untyped_storage(), 1)
+
+
 class TensorPairs:
     """Two parallel tensor lists, grouped once by (device, dtype) for repeated updates.
 
@@ -132,9 +243,13 @@ class TensorPairs:
     a foreach call with mixed dtypes or devices takes the per-tensor route and
     computes what the loop computes. Build a new one when the set of tensor
     objects changes.
+
+    Hooks that own their destinations (the ``ema_*`` buffers) also call
+    :meth:`flatten_small_destinations`, which lets the fast :meth:`mul_add_`
+    scale all small CPU destinations with one flat ``mul_``.
     """
 
-    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout', 'batches')
+    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout', 'batches', 'flatten', '_flat')
 
     def __init__(self, dst: Sequence[Tensor], src: Sequence[Tensor]):
         self.dst = list(dst)
@@ -143,9 +258,44 @@ class TensorPairs:
         self.aliased = _aliased(self.dst)
         self.groups = list(_groups(self.dst, self.src).values())
         self.batches = [b for e_list, s_list in self.groups for b in _batches(e_list, s_list)]
+        self.flatten = False
+        self._flat: Optional[_FlatSmall] = None
+
+    def flatten_small_destinations(self) -> 'TensorPairs':
+        """Allow the fast :meth:`mul_add_` to re-point small CPU destinations into one buffer.
+
+        For the owner of the destinations only (a hook and its ``ema_*``
+        buffers). On the first fast update, every destination that is a plain,
+        contiguous CPU float32/float64 tensor under :data:`FLAT_MAX_NUMEL`
+        elements and holds its storage alone (nothing else could see the move)
+        gets its values copied into one flat buffer per dtype and its storage
+        re-pointed to its slice. The tensor objects, shapes and values are
+        unchanged; only their storage is shared (so ``torch.save`` of a single
+        one writes the whole buffer). Then ``mul_`` runs once over the buffer
+        instead of once per tensor (the per-tensor ``add_`` stays). Each call
+        first checks that every adopted tensor still lives in its slice; if one
+        was moved (``.data = ...``), the flat step is dropped for good.
+        Returns ``self``.
+        """
+        self.flatten = True
+        return self
 
     def _fast(self, fast: Optional[bool]) -> bool:
         return _use_fast(fast) and self.same_layout and not self.aliased
+
+    def _flat_plan(self) -> Optional[_FlatSmall]:
+        if not self.flatten:
+            return None
+        if self._flat is None:
+            self._flat = _FlatSmall(self)
+            if not self._flat.dst:
+                self.flatten = False
+                return None
+        if not self._flat.holds():
+            self.flatten = False
+            self._flat = None
+            return None
+        return self._flat
 
     def mul_add_(self, momentum: float, fast: Optional[bool] = None) -> None:
         """See :func:`mul_add_`."""
@@ -155,8 +305,13 @@ class TensorPairs:
                 for e, s in zip(self.dst, self.src):
                     e.mul_(keep).add_(s, alpha=momentum)
                 return
+            batches = self.batches
+            flat = self._flat_plan()
+            if flat is not None:
+                flat.mul_add_(keep, momentum)
+                batches = flat.rest
             # cache-sized batches: each batch's ema is still in cache for add_
-            for e_list, s_list in self.batches:
+            for e_list, s_list in batches:
                 if any(e.dtype in _REDUCED for e in e_list):
                     # foreach mul_ by a Python scalar rounds the scalar to the
                     # tensor's dtype for these (measured, CPU); the loop does not.
@@ -317,7 +472,7 @@ def exchangeable(x: Tensor, y: Tensor, x_aliases: int = 0, y_aliases: int = 0,
 
 
 def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
-          aliases: Iterable[Tensor] = ()) -> None:
+          aliases: Iterable[Tensor] = (), pairs: Optional[TensorPairs] = None) -> None:
     """Exchange the contents of each pair, as upstream's swap loops do.
 
     Upstream: ``tmp = x.data.clone(); x.data.copy_(y.data); y.data.copy_(tmp)``
@@ -330,42 +485,121 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
     cannot change any other pair). ``aliases`` are detached tensors that must
     keep sharing storage with an owner they alias (mmdet's ``state_dict()``-based
     tracking, mmengine's ``avg_parameters``): they are re-pointed after the
-    exchange. Every other pair runs upstream's clone-and-copy, in order, so
-    tied weights listed twice, views and flattened parameters end exactly as
-    upstream leaves them; the transient memory is then one clone at a time, as
-    upstream. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are always
-    copied: for them the checks cost more than the copies.
+    exchange. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are never
+    exchanged (for them the checks cost more than the copies).
+
+    Every other pair is copied. The fast path copies them with three
+    multi-tensor copies per batch of about :data:`BATCH_BYTES` (so the scratch
+    is bounded) when they are contiguous and no two of them overlap in memory:
+    then no pair can see another's copy and the order is irrelevant. Pairs
+    whose ``b`` tensor sits in the flat buffer of ``pairs`` (a
+    :class:`TensorPairs` after :meth:`~TensorPairs.flatten_small_destinations`,
+    with the same tensors in ``a`` as its sources) are swapped a batch at a
+    time (``cat`` of the sources, one foreach copy, one flat copy). Otherwise
+    (tied weights listed twice, views of one buffer, flattened parameters) it
+    runs upstream's clone-and-copy loop in order, so they end exactly as
+    upstream leaves them, with one clone at a time of transient memory.
     """
-    # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
-    fast = _use_fast(fast) and _EXCHANGE and _USE_COUNT is not None
-    alias_map: Optional[Dict[int, List[Tensor]]] = None
+    fast = _use_fast(fast)
     with torch.no_grad():
-        for x, y in zip(a, b):
-            if fast and x.numel() >= EXCHANGE_MIN_NUMEL:
-                if alias_map is None:
-                    alias_map = {}
-                    for t in aliases:
-                        if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
-                            alias_map.setdefault(_storage_key(t), []).append(t)
-                storages = x.untyped_storage(), y.untyped_storage()
-                xa = [t for t in alias_map.get(storages[0].data_ptr(), ()) if t is not x]
-                ya = [t for t in alias_map.get(storages[1].data_ptr(), ()) if t is not y]
-                ok = all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
-                    and exchangeable(x, y, len(xa), len(ya), storages)
-                del storages
-                if ok:
-                    x_data, y_data = x.data, y.data
-                    x.data = y_data
-                    y.data = x_data
-                    for t in xa:
-                        t.data = y_data
-                    for t in ya:
-                        t.data = x_data
-                    continue
-            xd, yd = x.data, y.data
-            tmp = xd.clone()
-            xd.copy_(yd)
-            yd.copy_(tmp)
+        if not fast:
+            for x, y in zip(a, b):
+                _copy_swap(x.data, y.data)
+            return
+        xs, ys = list(a), list(b)
+        n = min(len(xs), len(ys))
+        flat = pairs._flat_plan() if pairs is not None else None
+        batches, in_flat = _flat_swap_batches(flat, xs, ys) if flat is not None else ([], set())
+        rest = [i for i in range(n) if i not in in_flat] if in_flat else range(n)
+        # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
+        if _EXCHANGE and _USE_COUNT is not None:
+            alias_map: Optional[Dict[int, List[Tensor]]] = None
+            kept = []
+            for i, numel in zip(rest, map(_NUMEL, [xs[i] for i in rest])):
+                if numel >= EXCHANGE_MIN_NUMEL:
+                    if alias_map is None:
+                        alias_map = {}
+                        for t in aliases:
+                            if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
+                                alias_map.setdefault(_storage_key(t), []).append(t)
+                    if _try_exchange(xs[i], ys[i], alias_map):
+                        continue
+                    # the ``.data`` aliases taken below hold this storage until the
+                    # copies, so no later pair can exchange a storage a copy uses
+                kept.append(i)
+            rest = kept
+        copy_x = list(map(_DATA, [xs[i] for i in rest]))
+        copy_y = list(map(_DATA, [ys[i] for i in rest]))
+        gathered = [t for batch in batches for t in batch[0]] + [batch[2] for batch in batches]
+        if _HAS_FOREACH_COPY and _disjoint_contiguous(copy_x + copy_y + gathered):
+            if batches:
+                flat.swap_batches_(batches)
+            for bx, by in _batches(copy_x, copy_y):
+                tmp = list(map(torch.empty_like, bx))
+                torch._foreach_copy_(tmp, bx)
+                torch._foreach_copy_(bx, by)
+                torch._foreach_copy_(by, tmp)
+        else:  # upstream's loop, in order, over every pair not exchanged
+            for i in sorted(set(rest) | in_flat):
+                _copy_swap(xs[i].data, ys[i].data)
+
+
+def _flat_swap_batches(flat: _FlatSmall, xs: List[Tensor], ys: List[Tensor]):
+    """The gathered batches of ``flat`` whose every destination is some ``ys[i]`` paired
+    with its own source as ``xs[i]``: ``(batches with .data sources, their indices)``."""
+    pos = {id(t): i for i, t in enumerate(ys)}
+    batches, taken = [], set()
+    for s_batch, d_batch, view, scratch in flat.gathers:
+        idx = [pos.get(id(d)) for d in d_batch]
+        if None in idx or not all(xs[i] is s for i, s in zip(idx, s_batch)):
+            continue
+        batches.append((list(map(_DATA, s_batch)), d_batch, view, scratch))
+        taken.update(idx)
+    return batches, taken
+
+
+def _copy_swap(xd: Tensor, yd: Tensor) -> None:
+    """Upstream's swap of one pair: ``tmp = x.clone(); x.copy_(y); y.copy_(tmp)``."""
+    tmp = xd.clone()
+    xd.copy_(yd)
+    yd.copy_(tmp)
+
+
+def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]) -> bool:
+    """Exchange the storages of ``x`` and ``y`` (re-pointing their aliases) if unobservable."""
+    storages = x.untyped_storage(), y.untyped_storage()
+    xa = [t for t in alias_map.get(storages[0].data_ptr(), ()) if t is not x]
+    ya = [t for t in alias_map.get(storages[1].data_ptr(), ()) if t is not y]
+    ok = all(_same_view(t, x) for t in xa) and all(_same_view(t, y) for t in ya) \
+        and exchangeable(x, y, len(xa), len(ya), storages)
+    del storages
+    if not ok:
+        return False
+    x_data, y_data = x.data, y.data
+    x.data = y_data
+    y.data = x_data
+    for t in xa:
+        t.data = y_data
+    for t in ya:
+        t.data = x_data
+    return True
+
+
+def _disjoint_contiguous(tensors: Sequence[Tensor]) -> bool:
+    """All ``tensors`` are contiguous and no two of them share a byte."""
+    if not all(map(_IS_CONTIGUOUS, tensors)):
+        return False
+    if len(tensors) < 2:
+        return True
+    starts = torch.tensor(list(map(_DATA_PTR, tensors)), dtype=torch.int64)
+    ends = starts + torch.tensor(list(map(_NBYTES, tensors)), dtype=torch.int64)
+    order = starts.argsort()
+    return bool((ends[order][:-1] <= starts[order][1:]).all())
+
+
+_IS_CONTIGUOUS = Tensor.is_contiguous
+_NBYTES = operator.attrgetter('nbytes')
+_DATA = operator.attrgetter('data')
 
 
 def _same_view(t: Tensor, owner: Tensor) -> bool:

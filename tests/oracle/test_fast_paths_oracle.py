@@ -1,11 +1,14 @@
-"""The fast path (foreach updates, cached plans, storage-exchange swaps) against the REAL upstream.
+"""The fast path (foreach updates, cached plans, storage-exchange swaps, the flat buffer of
+small ``ema_*`` destinations) against the REAL upstream.
 
-Every tensor is allowed to take the exchange path (``EXCHANGE_MIN_NUMEL = 1``),
-so the storage exchange, the alias re-pointing (mmdet's state_dict aliases,
+Mode ``exchange``: every tensor is allowed to take the exchange path
+(``EXCHANGE_MIN_NUMEL = 1``, no flat buffer), so the storage exchange, the alias re-pointing (mmdet's state_dict aliases,
 mmengine's ``avg_parameters`` with ``update_buffers=True``) and the cached
 plans all run; after every hook call the model's state dict (parameters,
 buffers, ``ema_*``) and the averaged model's state (``steps`` included) must
-equal upstream's bit for bit. The model has tied weights, BatchNorm buffers
+equal upstream's bit for bit. Mode ``flat``: the default thresholds, so every
+small ``ema_*`` buffer of mmcv/mmdet goes into the flat buffer (one ``mul_``,
+gathered ``add_``, batched swaps). The model has tied weights, BatchNorm buffers
 and a convolution, and an SGD optimizer with momentum steps it between calls.
 """
 from __future__ import annotations
@@ -53,10 +56,13 @@ def _compat(gen, name, kwargs):
     return lambda: getattr(hooks, name)(**kwargs)
 
 
+@pytest.mark.parametrize('mode', ['exchange', 'flat'])
 @pytest.mark.parametrize('case', list(_cases()))
-def test_fast_path_with_exchange_matches_real_upstream(case, monkeypatch):
+def test_fast_path_with_exchange_matches_real_upstream(case, mode, monkeypatch):
     make_up, gen, name, kwargs, engine = _cases()[case]
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
+    if mode == 'exchange':
+        monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
+        monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
     R = upstream.mmcv_hooks()
     D = upstream.mmdet_ema()
     E, _ = upstream.mmengine_mods()
@@ -75,6 +81,7 @@ def test_exchange_really_happened_in_the_compat_run(monkeypatch):
     """Guard against a vacuous comparison: with the threshold at 1 the mmcv swap exchanges."""
     from compat_ema.mmcv import EMAHook
     monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
+    monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
     model = Net()
     runner = type('R', (), {'model': model, 'iter': 0})()
     hook = EMAHook(momentum=0.5)
@@ -82,3 +89,18 @@ def test_exchange_really_happened_in_the_compat_run(monkeypatch):
     ptrs = model.head.weight.data_ptr(), hook.model_buffers['ema_head_weight'].data_ptr()
     hook.after_train_epoch(runner)
     assert (hook.model_buffers['ema_head_weight'].data_ptr(), model.head.weight.data_ptr()) == ptrs
+
+
+def test_flat_buffer_really_used_in_the_compat_run():
+    """Guard for mode ``flat``: with the default thresholds the mmcv/mmdet ``ema_*`` buffers
+    of the test model live in one flat buffer after the first update."""
+    from compat_ema.mmcv import EMAHook
+    from compat_ema.mmdet.core.hook.ema import ExpMomentumEMAHook
+    for hook, pairs_of in ((EMAHook(momentum=0.5), lambda h: h._ema_pairs()),
+                           (ExpMomentumEMAHook(momentum=0.01), lambda h: h._ema_pairs()[1])):
+        model = Net()
+        runner = type('R', (), {'model': model, 'iter': 0})()
+        hook.before_run(runner)
+        hook.after_train_iter(runner)
+        flat = pairs_of(hook)._flat
+        assert flat is not None and flat.gathers and len(flat.dst) == len(pairs_of(hook).dst)

@@ -90,7 +90,9 @@ class EMAHook(Hook):
         Cached: the buffer and ``Parameter`` objects upstream's loop reads from
         ``model_buffers``/``model_parameters`` (the same objects every call, so
         ``param.data`` changes and swaps are seen). Rebuilt when one of those
-        dicts (or ``param_ema_buffer``) is replaced or changes size.
+        dicts (or ``param_ema_buffer``) is replaced or changes size. The
+        hook owns the ``ema_*`` buffers, so the fast path may gather the small
+        ones into one flat buffer (:meth:`~compat_ema.core.kernels.TensorPairs.flatten_small_destinations`).
         """
         key = tuple((id(d), len(d)) for d in (self.model_parameters, self.model_buffers,
                                                self.param_ema_buffer))
@@ -98,11 +100,11 @@ class EMAHook(Hook):
             names = list(self.model_parameters)
             self._pairs = kernels.TensorPairs(
                 [self.model_buffers[self.param_ema_buffer[n]] for n in names],
-                [self.model_parameters[n] for n in names])
+                [self.model_parameters[n] for n in names]).flatten_small_destinations()
             self._pairs_key = key
         return self._pairs
 
     def _swap_ema_parameters(self) -> None:
         """Exchange every parameter with its ``ema_*`` buffer (storage exchange where unobservable)."""
         pairs = self._ema_pairs()
-        kernels.swap_(pairs.src, pairs.dst)
+        kernels.swap_(pairs.src, pairs.dst, pairs=pairs)

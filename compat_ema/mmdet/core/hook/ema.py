@@ -97,7 +97,9 @@ class BaseEMAHook(Hook):
         ``model_parameters`` (for ``skip_buffers=False`` these are the detached
         ``state_dict()`` aliases taken in ``before_run``, as upstream keeps them).
         Rebuilt when one of those dicts (or ``param_ema_buffer``) is replaced or
-        changes size; the floating-point filter is re-run then.
+        changes size; the floating-point filter is re-run then. The hook owns
+        the ``ema_*`` buffers, so the fast path may gather the small ones into
+        one flat buffer (:meth:`~compat_ema.core.kernels.TensorPairs.flatten_small_destinations`).
         """
         key = tuple((id(d), len(d)) for d in (self.model_parameters, self.model_buffers,
                                                self.param_ema_buffer))
@@ -108,7 +110,7 @@ class BaseEMAHook(Hook):
             floating = [i for i, v in enumerate(vals) if v.dtype.is_floating_point]
             self._pairs = (kernels.TensorPairs(ema, vals),
                            kernels.TensorPairs([ema[i] for i in floating],
-                                               [vals[i] for i in floating]))
+                                               [vals[i] for i in floating]).flatten_small_destinations())
             self._pairs_key = key
         return self._pairs
 
@@ -148,8 +150,8 @@ class BaseEMAHook(Hook):
 
     def _swap_ema_parameters(self) -> None:
         """Exchange every tracked entry with its ``ema_*`` buffer, integers included."""
-        pairs = self._ema_pairs()[0]
-        kernels.swap_(self._owners(pairs.src), pairs.dst, aliases=pairs.src)
+        pairs, floating = self._ema_pairs()
+        kernels.swap_(self._owners(pairs.src), pairs.dst, aliases=pairs.src, pairs=floating)
 
 
 @MMDET_HOOKS.register_module()

@@ -1,0 +1,237 @@
+"""The flat buffer of small destinations (``TensorPairs.flatten_small_destinations``)
+and the batched copy swap change no bit and nothing another object can see.
+
+The fast mmcv/mmdet update re-points the small CPU ``ema_*`` buffers into one
+flat buffer per dtype, scales it with one ``mul_``, gathers 1-D sources with
+``cat`` and adds them with one ``add_`` per batch; the swap moves those pairs a
+batch at a time. Every test compares against the faithful per-tensor loop
+(upstream's ops) and checks that the flat path really ran, so a silent
+fallback cannot make a test pass vacuously.
+"""
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+from compat_ema.core import kernels
+
+WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
+
+
+@pytest.fixture
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _pairs(seed, dtype, n=40):
+    """Destinations of random sizes (odd ones, not multiples of any vector width), 1-D and
+    N-D sources, plus tensors the flat buffer must leave alone: a large one, a bfloat16 one,
+    a non-contiguous one, one with a held view."""
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(rng.randint(1, 300),) for _ in range(n // 2)]
+    shapes += [tuple(rng.randint(1, 9) for _ in range(rng.randint(2, 4))) for _ in range(n - len(shapes))]
+    shapes += [(1,), (8191,), (33,)]
+    rng.shuffle(shapes)
+    dst = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
+    src = [nn.Parameter(torch.randn(s, generator=g, dtype=torch.float64).to(dtype)) for s in shapes]
+    dst.append(torch.randn(1 << 13, generator=g, dtype=torch.float64).to(dtype))  # too large
+    src.append(nn.Parameter(torch.randn(1 << 13, generator=g, dtype=torch.float64).to(dtype)))
+    dst.append(torch.randn(50, generator=g).to(torch.bfloat16))  # not a flat dtype
+    src.append(nn.Parameter(torch.randn(50, generator=g).to(torch.bfloat16)))
+    dst.append(torch.randn(6, 4, generator=g, dtype=torch.float64).to(dtype).t())  # non-contiguous
+    src.append(nn.Parameter(torch.randn(4, 6, generator=g, dtype=torch.float64).to(dtype)))
+    held = torch.randn(20, generator=g, dtype=torch.float64).to(dtype)  # someone holds a view
+    dst.append(held)
+    src.append(nn.Parameter(torch.randn(20, generator=g, dtype=torch.float64).to(dtype)))
+    return dst, src, held[:5]
+
+
+def _run(seed, dtype, flatten, fast=True):
+    dst, src, view = _pairs(seed, dtype)
+    pairs = kernels.TensorPairs(dst, src)
+    if flatten:
+        pairs.flatten_small_destinations()
+    for step, w in enumerate(WEIGHTS):
+        pairs.mul_add_(w, fast=fast)
+        with torch.no_grad():
+            for s in src:
+                s.mul_(0.75).add_(0.125 * step)
+    return dst, src, view, pairs
+
+
+@pytest.mark.parametrize('threads', [1, 2], indirect=True)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=str)
+def test_flat_update_equals_the_per_tensor_loop(dtype, threads):
+    for seed in range(3):
+        fast_dst, _, fast_view, pairs = _run(seed, dtype, flatten=True)
+        slow_dst, _, slow_view, _ = _run(seed, dtype, flatten=False, fast=False)
+        flat = pairs._flat
+        assert flat is not None and len(flat.dst) >= 40 and flat.gathers and flat.tail[0]  # it ran
+        for i, (a, b) in enumerate(zip(fast_dst, slow_dst)):
+            assert a.shape == b.shape and a.stride() == b.stride(), i
+            assert torch.equal(a, b), f'{dtype} threads={threads} seed={seed}: tensor {i} differs'
+        assert torch.equal(fast_view, slow_view)  # the held view saw the updates in place
+
+
+def test_only_plain_small_exclusive_float_destinations_are_adopted():
+    dst, src, view = _pairs(7, torch.float32)
+    pairs = kernels.TensorPairs(dst, src).flatten_small_destinations()
+    ptrs = [d.data_ptr() for d in dst]
+    pairs.mul_add_(0.5)
+    adopted = {id(d) for d in pairs._flat.dst}
+    big, bf16, noncontig, held = dst[-4:]
+    for t in (big, bf16, noncontig, held):
+        assert id(t) not in adopted
+    assert view.data_ptr() == held.data_ptr()  # never re-pointed away from its holder
+    assert [d.data_ptr() for d in dst[-4:]] == ptrs[-4:]
+    flat = pairs._flat.flats[0]
+    lo, hi = flat.data_ptr(), flat.data_ptr() + flat.nbytes
+    assert all(lo <= d.data_ptr() < hi for d in pairs._flat.dst)
+
+
+def test_moved_destination_drops_the_flat_plan():
+    def run(flatten, fast):
+        dst, src, _ = _pairs(3, torch.float32)
+        pairs = kernels.TensorPairs(dst, src)
+        if flatten:
+            pairs.flatten_small_destinations()
+        pairs.mul_add_(0.25, fast=fast)
+        dst[0].data = dst[0].data.clone() + 1  # a user re-points one ema buffer
+        pairs.mul_add_(0.5, fast=fast)
+        return dst, pairs
+
+    fast, pairs = run(True, True)
+    slow, _ = run(False, False)
+    assert pairs._flat is None and not pairs.flatten  # dropped for good
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+def test_resized_source_drops_the_flat_plan():
+    def run(flatten, fast):
+        dst = [torch.randn(4) for _ in range(5)]
+        src = [nn.Parameter(torch.randn(4)) for _ in range(5)]
+        pairs = kernels.TensorPairs(dst, src)
+        if flatten:
+            pairs.flatten_small_destinations()
+        pairs.mul_add_(0.25, fast=fast)
+        # two sources change size but keep the batch total: upstream's add_ fails
+        src[0].data, src[1].data = torch.randn(3), torch.randn(5)
+        with pytest.raises(RuntimeError):
+            pairs.mul_add_(0.5, fast=fast)
+
+    run(True, True)
+    run(False, False)
+
+
+def _swap_run(flatten, fast, tie=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.randn(n, generator=g)) for n in (3, 17, 64, 1)]
+    params += [nn.Parameter(torch.randn(2, 3, generator=g))]  # N-D source: not gathered
+    src = list(params)
+    if tie:
+        src.append(params[1])  # the same parameter tracked twice (a tied weight)
+    ema = [torch.randn(p.shape, generator=g) for p in src]
+    pairs = kernels.TensorPairs(ema, src)
+    if flatten:
+        pairs.flatten_small_destinations()
+    pairs.mul_add_(0.3, fast=fast)
+    kernels.swap_(src, ema, fast=fast, pairs=pairs if flatten else None)
+    out = [t.detach().clone() for t in src + ema]
+    kernels.swap_(src, ema, fast=fast, pairs=pairs if flatten else None)
+    return out + [t.detach().clone() for t in src + ema], pairs
+
+
+@pytest.mark.parametrize('tie', [False, True])
+def test_flat_swap_equals_upstream_loop(tie):
+    fast, pairs = _swap_run(True, True, tie)
+    slow, _ = _swap_run(False, False, tie)
+    assert pairs._flat is not None and pairs._flat.gathers
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert torch.equal(a, b), (tie, i)
+
+
+def test_flat_swap_batches_really_run(monkeypatch):
+    calls = []
+    real = kernels._FlatSmall.swap_batches_
+    monkeypatch.setattr(kernels._FlatSmall, 'swap_batches_',
+                        lambda self, batches: calls.append(len(batches)) or real(self, batches))
+    _swap_run(True, True, tie=False)
+    assert calls and all(calls)
+    calls.clear()
+    _swap_run(True, True, tie=True)  # overlapping sources: upstream's ordered loop instead
+    assert not calls
+
+
+def test_batched_copy_swap_with_overlap_keeps_upstream_order():
+    """Views of one buffer listed in different pairs: the ordered loop, as upstream."""
+    def run(fast):
+        base = torch.arange(10.0)
+        a = [base[0:4], base[2:6]]  # overlapping
+        b = [torch.full((4,), -1.0), torch.full((4,), -2.0)]
+        kernels.swap_(a, b, fast=fast)
+        return [base.clone()] + [t.clone() for t in b]
+
+    for x, y in zip(run(True), run(False)):
+        assert torch.equal(x, y)
+
+
+def test_flat_buffers_save_and_load_as_separate_values(tmp_path):
+    from compat_ema.mmcv import EMAHook
+
+    class R:
+        iter = 0
+
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    r = R()
+    r.model = model
+    hook = EMAHook(momentum=0.5)
+    hook.before_run(r)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    hook.after_train_iter(r)
+    flat = hook._ema_pairs()._flat
+    assert flat is not None and len(flat.dst) == 6  # every ema_* buffer was adopted
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    size_flat = buf.tell()
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}  # separate storages
+    buf2 = io.BytesIO()
+    torch.save(fresh, buf2)
+    assert abs(size_flat - buf2.tell()) < 2048  # the flat storage is written once, not per tensor
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    other = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    for name in hook.param_ema_buffer.values():
+        other.register_buffer(name, torch.zeros_like(want[name]))
+    other.load_state_dict(loaded)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    # 0.5 * (p0 + 1) + 0.5 * p0... the first update averages the moved params in
+    assert not torch.equal(want['ema_0_weight'], want['0.weight'])
+
+
+def test_hooks_with_flat_buffers_equal_faithful_after_every_call():
+    """Every mmcv/mmdet hook, driven through updates and swaps, with the flat buffer and the
+    batched swaps in effect (default thresholds): identical to the faithful loops."""
+    from test_kernels import _hooks, drive  # the event-stream driver of the kernel tests
+
+    for name, (make_hook, engine) in _hooks().items():
+        if engine:
+            continue
+        fast = drive(make_hook, True, engine)
+        slow = drive(make_hook, False, engine)
+        assert len(fast) == len(slow)
+        for i, (a, b) in enumerate(zip(fast, slow)):
+            for k in a:
+                assert torch.equal(a[k], b[k]), f'{name}: call {i}, {k}'
