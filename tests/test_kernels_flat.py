@@ -235,3 +235,22 @@ def test_hooks_with_flat_buffers_equal_faithful_after_every_call():
         for i, (a, b) in enumerate(zip(fast, slow)):
             for k in a:
                 assert torch.equal(a[k], b[k]), f'{name}: call {i}, {k}'
+
+
+def test_env_switch_keeps_every_buffer_in_its_own_storage():
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import torch, torch.nn as nn\n"
+        "from compat_ema.mmcv import EMAHook\n"
+        "m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))\n"
+        "r = type('R', (), {'model': m, 'iter': 0})()\n"
+        "h = EMAHook(momentum=0.5); h.before_run(r); h.after_train_iter(r)\n"
+        "print(h._ema_pairs()._flat is None,\n"
+        "      all(b.untyped_storage().nbytes() == b.nbytes for b in h._ema_pairs().dst))\n")
+    for value, want in (('0', 'True True'), ('', 'False False')):
+        env = dict(os.environ, COMPAT_EMA_FLAT=value)
+        out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert ' '.join(out) == want, (value, out)

@@ -23,10 +23,17 @@ nobody else can see the difference; see :func:`exchangeable`. Set
 ``COMPAT_EMA_SWAP=copy`` or call :func:`set_exchange_swap` to always copy
 (e.g. when a captured CUDA graph reads parameters by raw address).
 
-No flattened or chunked single-pass variant is used: measured on the
-reference machine it was not faster than the two foreach passes (see
-``benchmarks/RESULTS.md``), so the per-tensor kernels upstream calls remain
-the only arithmetic.
+Hooks that own their destinations (mmcv/mmdet ``ema_*`` buffers) may also
+keep the small CPU float32/float64 ones in one flat buffer
+(:meth:`TensorPairs.flatten_small_destinations`): the same elementwise ops then
+run over the buffer instead of once per tensor (on CPU each op costs a few
+microseconds per tensor, which dominates for small tensors). For these dtypes
+the vector body and the scalar tail of the CPU kernels round alike, so where an
+element sits in the buffer cannot change its result (tested over odd sizes).
+Set ``COMPAT_EMA_FLAT=0`` (or :data:`FLAT_MAX_NUMEL` to 0) to keep every
+buffer in its own storage. No single-pass (fused or chunked) variant of the
+two-pass ``mul_``/``add_`` is used: measured on the reference machine it was
+not faster (see ``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 
@@ -132,7 +139,7 @@ _DATA_PTR = Tensor.data_ptr
 #: :meth:`TensorPairs.flatten_small_destinations` (where the per-tensor cost of
 #: ``mul_`` dominates). Larger ones keep their own storage, which is what lets
 #: :func:`swap_` exchange them.
-FLAT_MAX_NUMEL = 1 << 13
+FLAT_MAX_NUMEL = 0 if os.environ.get('COMPAT_EMA_FLAT', '').lower() in ('0', 'off') else 1 << 13
 
 
 class _FlatSmall:
@@ -290,6 +297,7 @@ class TensorPairs:
             self._flat = _FlatSmall(self)
             if not self._flat.dst:
                 self.flatten = False
+                self._flat = None
                 return None
         if not self._flat.holds():
             self.flatten = False
