@@ -110,6 +110,32 @@ def test_fast_equals_faithful_bitwise_cpu(op, dtype, threads):
             assert torch.equal(a, b), f'{op} {dtype} threads={threads} seed={seed}: tensor {i} differs'
 
 
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_batched_copy_swap_equals_faithful_on_cpu(dtype, monkeypatch):
+    """The foreach copy swap (the CUDA default) run on CPU: same tensors as the loop."""
+    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', True)
+    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 40)  # every pair is copied
+    monkeypatch.setattr(kernels, 'BATCH_BYTES', 256)  # several batches
+    calls = []
+    real = torch._foreach_copy_
+    monkeypatch.setattr(torch, '_foreach_copy_', lambda *a, **k: calls.append(1) or real(*a, **k))
+    def run(seed, fast):
+        rng = random.Random(seed)
+        dst = [t.contiguous() for t in random_tensors(rng, dtype)]
+        src = [torch.randn(d.shape, dtype=torch.float64).to(dtype) for d in dst]
+        kernels.swap_(dst, src, fast=fast)
+        return dst + src
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        fast = run(seed, True)
+        torch.manual_seed(seed)
+        slow = run(seed, False)
+        for a, b in zip(fast, slow):
+            assert torch.equal(a, b)
+    assert calls  # the batched path ran (contiguous, no overlaps)
+
+
 @pytest.mark.parametrize('op', ['mul_add_', 'swa_add_'])
 def test_cache_sized_batches_do_not_change_results(op, monkeypatch):
     monkeypatch.setattr(kernels, 'BATCH_BYTES', 64)  # many small batches
@@ -301,6 +327,57 @@ def test_swap_exchange_can_be_turned_off():
     finally:
         kernels.set_exchange_swap(True)
     assert p.data_ptr() == ptr
+
+
+def _memo_run(fast, event):
+    """Swap 4 times through one TensorPairs (so later swaps may repeat the last exchange),
+    with a user action between swaps 2 and 3; snapshot everything after each swap."""
+    torch.manual_seed(3)
+    params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(5)), nn.Parameter(torch.randn(6))]
+    ema = [torch.randn(4, 3), torch.randn(5), torch.randn(6)]
+    pairs = kernels.TensorPairs(ema, params)
+    held = {}
+    snaps = []
+    for k in range(4):
+        if k == 2:
+            if event == 'view':
+                held['v'] = params[0].view(-1)  # someone now holds a view: copy in place
+            elif event == 'repoint':
+                params[1].data = torch.full((5,), 9.0)
+            elif event == 'share':
+                ema[2].share_memory_()
+            elif event == 'reinterpret':
+                ema[1].data = ema[1].data.view(torch.int32)  # same address, other dtype
+            elif event == 'alias':
+                held['a'] = params[2].detach()
+        kernels.swap_(params, ema, fast=fast, pairs=pairs if fast else None)
+        snaps.append([t.detach().clone() for t in params + ema + list(held.values())])
+    return snaps, pairs
+
+
+@needs_exchange
+@pytest.mark.parametrize('event', ['none', 'view', 'repoint', 'share', 'reinterpret', 'alias'])
+def test_repeated_exchange_revalidates_every_premise(event):
+    fast, pairs = _memo_run(True, event)
+    slow, _ = _memo_run(False, event)
+    for k, (a, b) in enumerate(zip(fast, slow)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert torch.equal(x, y), (event, k, i)
+    assert pairs._exchanged  # the exchanges were remembered: the repeat path ran
+
+
+@needs_exchange
+def test_repeated_exchange_leaves_held_view_in_place():
+    torch.manual_seed(0)
+    p, e = nn.Parameter(torch.randn(8)), torch.randn(8)
+    pairs = kernels.TensorPairs([e], [p])
+    kernels.swap_([p], [e], pairs=pairs)
+    kernels.swap_([p], [e], pairs=pairs)  # exchanged twice: back to the original storages
+    view = p.view(2, 4)
+    ptr = p.data_ptr()
+    want = e.clone()
+    kernels.swap_([p], [e], pairs=pairs)
+    assert p.data_ptr() == ptr and torch.equal(view.reshape(-1), want)
 
 
 # ------------------------------------------------------------------ hooks, fast vs faithful

@@ -150,8 +150,10 @@ def _swap_run(flatten, fast, tie=False, seed=0):
     return out + [t.detach().clone() for t in src + ema], pairs
 
 
+@pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('tie', [False, True])
-def test_flat_swap_equals_upstream_loop(tie):
+def test_flat_swap_equals_upstream_loop(tie, batched, monkeypatch):
+    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', batched)
     fast, pairs = _swap_run(True, True, tie)
     slow, _ = _swap_run(False, False, tie)
     assert pairs._flat is not None and pairs._flat.gathers
@@ -171,8 +173,11 @@ def test_flat_swap_batches_really_run(monkeypatch):
     assert not calls
 
 
-def test_batched_copy_swap_with_overlap_keeps_upstream_order():
+@pytest.mark.parametrize('batched', [False, True])
+def test_batched_copy_swap_with_overlap_keeps_upstream_order(batched, monkeypatch):
     """Views of one buffer listed in different pairs: the ordered loop, as upstream."""
+    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', batched)
+
     def run(fast):
         base = torch.arange(10.0)
         a = [base[0:4], base[2:6]]  # overlapping

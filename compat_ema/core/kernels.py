@@ -256,7 +256,8 @@ class TensorPairs:
     scale all small CPU destinations with one flat ``mul_``.
     """
 
-    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout', 'batches', 'flatten', '_flat')
+    __slots__ = ('dst', 'src', 'groups', 'aliased', 'same_layout', 'batches', 'flatten', '_flat',
+                 '_exchanged')
 
     def __init__(self, dst: Sequence[Tensor], src: Sequence[Tensor]):
         self.dst = list(dst)
@@ -267,6 +268,8 @@ class TensorPairs:
         self.batches = [b for e_list, s_list in self.groups for b in _batches(e_list, s_list)]
         self.flatten = False
         self._flat: Optional[_FlatSmall] = None
+        #: pair index -> state left by the last storage exchange of :func:`swap_`
+        self._exchanged: Dict[int, tuple] = {}
 
     def flatten_small_destinations(self) -> 'TensorPairs':
         """Allow the fast :meth:`mul_add_` to re-point small CPU destinations into one buffer.
@@ -496,14 +499,17 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
     exchange. Tensors under :data:`EXCHANGE_MIN_NUMEL` elements are never
     exchanged (for them the checks cost more than the copies).
 
-    Every other pair is copied. The fast path copies them with three
+    Every other pair is copied. On CUDA (and on CPU with
+    :data:`BATCH_COPIES_ON_CPU`) the fast path copies them with three
     multi-tensor copies per batch of about :data:`BATCH_BYTES` (so the scratch
     is bounded) when they are contiguous and no two of them overlap in memory:
     then no pair can see another's copy and the order is irrelevant. Pairs
     whose ``b`` tensor sits in the flat buffer of ``pairs`` (a
     :class:`TensorPairs` after :meth:`~TensorPairs.flatten_small_destinations`,
     with the same tensors in ``a`` as its sources) are swapped a batch at a
-    time (``cat`` of the sources, one foreach copy, one flat copy). Otherwise
+    time (``cat`` of the sources, one foreach copy, one flat copy); ``pairs``
+    also remembers each exchange, so the next swap of the same objects only
+    re-checks that every premise of :func:`exchangeable` still holds. Otherwise
     (tied weights listed twice, views of one buffer, flattened parameters) it
     runs upstream's clone-and-copy loop in order, so they end exactly as
     upstream leaves them, with one clone at a time of transient memory.
@@ -522,15 +528,22 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
         if _EXCHANGE and _USE_COUNT is not None:
             alias_map: Optional[Dict[int, List[Tensor]]] = None
+            memos = pairs._exchanged if pairs is not None else {}
             kept = []
             for i, numel in zip(rest, map(_NUMEL, [xs[i] for i in rest])):
                 if numel >= EXCHANGE_MIN_NUMEL:
-                    if alias_map is None:
-                        alias_map = {}
-                        for t in aliases:
-                            if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
-                                alias_map.setdefault(_storage_key(t), []).append(t)
-                    if _try_exchange(xs[i], ys[i], alias_map):
+                    memo = memos.pop(i, None)
+                    if memo is not None:
+                        memo = _exchange_again(memo, xs[i], ys[i])
+                    if memo is None:
+                        if alias_map is None:
+                            alias_map = {}
+                            for t in aliases:
+                                if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
+                                    alias_map.setdefault(_storage_key(t), []).append(t)
+                        memo = _try_exchange(xs[i], ys[i], alias_map)
+                    if memo is not None:
+                        memos[i] = memo
                         continue
                     # the ``.data`` aliases taken below hold this storage until the
                     # copies, so no later pair can exchange a storage a copy uses
@@ -539,14 +552,20 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         copy_x = list(map(_DATA, [xs[i] for i in rest]))
         copy_y = list(map(_DATA, [ys[i] for i in rest]))
         gathered = [t for batch in batches for t in batch[0]] + [batch[2] for batch in batches]
-        if _HAS_FOREACH_COPY and _disjoint_contiguous(copy_x + copy_y + gathered):
+        batch_copies = _HAS_FOREACH_COPY and copy_x and (
+            BATCH_COPIES_ON_CPU or all(t.device.type != 'cpu' for t in copy_x))
+        if (batches or batch_copies) and _disjoint_contiguous(copy_x + copy_y + gathered):
             if batches:
                 flat.swap_batches_(batches)
-            for bx, by in _batches(copy_x, copy_y):
-                tmp = list(map(torch.empty_like, bx))
-                torch._foreach_copy_(tmp, bx)
-                torch._foreach_copy_(bx, by)
-                torch._foreach_copy_(by, tmp)
+            if batch_copies:
+                for bx, by in _batches(copy_x, copy_y):
+                    tmp = list(map(torch.empty_like, bx))
+                    torch._foreach_copy_(tmp, bx)
+                    torch._foreach_copy_(bx, by)
+                    torch._foreach_copy_(by, tmp)
+            else:
+                for xd, yd in zip(copy_x, copy_y):
+                    _copy_swap(xd, yd)
         else:  # upstream's loop, in order, over every pair not exchanged
             for i in sorted(set(rest) | in_flat):
                 _copy_swap(xs[i].data, ys[i].data)
@@ -566,6 +585,12 @@ def _flat_swap_batches(flat: _FlatSmall, xs: List[Tensor], ys: List[Tensor]):
     return batches, taken
 
 
+#: Copy-swap independent CPU pairs with foreach copies too. Off: on CPU the per-tensor
+#: allocation of the scratch costs what the loop's clone does, so it measured no
+#: faster (``benchmarks/RESULTS.md``); on other devices it saves three launches per pair.
+BATCH_COPIES_ON_CPU = False
+
+
 def _copy_swap(xd: Tensor, yd: Tensor) -> None:
     """Upstream's swap of one pair: ``tmp = x.clone(); x.copy_(y); y.copy_(tmp)``."""
     tmp = xd.clone()
@@ -573,8 +598,10 @@ def _copy_swap(xd: Tensor, yd: Tensor) -> None:
     yd.copy_(tmp)
 
 
-def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]) -> bool:
-    """Exchange the storages of ``x`` and ``y`` (re-pointing their aliases) if unobservable."""
+def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]):
+    """Exchange the storages of ``x`` and ``y`` (re-pointing their aliases) if unobservable.
+
+    Returns None if not, else the state left behind, for :func:`_exchange_again`."""
     storages = x.untyped_storage(), y.untyped_storage()
     xa = [t for t in alias_map.get(storages[0].data_ptr(), ()) if t is not x]
     ya = [t for t in alias_map.get(storages[1].data_ptr(), ()) if t is not y]
@@ -582,7 +609,11 @@ def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]) -> b
         and exchangeable(x, y, len(xa), len(ya), storages)
     del storages
     if not ok:
-        return False
+        return None
+    return _exchange(x, y, xa, ya)
+
+
+def _exchange(x: Tensor, y: Tensor, xa: List[Tensor], ya: List[Tensor]) -> tuple:
     x_data, y_data = x.data, y.data
     x.data = y_data
     y.data = x_data
@@ -590,7 +621,32 @@ def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]) -> b
         t.data = y_data
     for t in ya:
         t.data = x_data
-    return True
+    # after the exchange ``x`` and its new aliases (``ya``) hold y's old storage
+    return (x, y, ya, xa, x.data_ptr(), y.data_ptr(), x.size(), x.stride(), x.dtype,
+            x.untyped_storage().nbytes(), y.untyped_storage().nbytes())
+
+
+def _exchange_again(memo: tuple, x: Tensor, y: Tensor):
+    """Repeat an exchange of this very pair if it is provably still in the state the last
+    one left (same objects, addresses, storage sizes, shape, strides, dtype; the same
+    holders by use count; aliases still on their storage; not in shared memory): every
+    premise :func:`exchangeable` checked still holds. Returns the new state, or None."""
+    mx, my, xa, ya, xp, yp, size, stride, dtype, xn, yn = memo
+    if mx is not x or my is not y or x.data_ptr() != xp or y.data_ptr() != yp:
+        return None
+    if x.dtype is not dtype or y.dtype is not dtype or x.size() != size or y.size() != size \
+            or x.stride() != stride or y.stride() != stride:
+        return None
+    xs, ys = x.untyped_storage(), y.untyped_storage()
+    if xs.nbytes() != xn or ys.nbytes() != yn or \
+            _USE_COUNT(xs._cdata) != _BASE_USE + len(xa) or _USE_COUNT(ys._cdata) != _BASE_USE + len(ya):
+        return None
+    if x.device.type == 'cpu' and (xs.is_shared() or ys.is_shared()):
+        return None
+    del xs, ys
+    if any(t.data_ptr() != xp for t in xa) or any(t.data_ptr() != yp for t in ya):
+        return None
+    return _exchange(x, y, xa, ya)
 
 
 def _disjoint_contiguous(tensors: Sequence[Tensor]) -> bool:

@@ -146,7 +146,10 @@ class EMAHook(Hook):
         # owners are passed (not ``.data``) so storages can be exchanged; the averaged
         # model's ``avg_parameters`` (state_dict aliases when update_buffers=True) follow.
         aliases = list(getattr(self.ema_model, 'avg_parameters', {}).values())
-        kernels.swap_([a for a, _ in pairs], [s for _, s in pairs], aliases=aliases)
+        # an empty TensorPairs kept across calls: it carries swap_'s memo of the last
+        # exchanges, so swapping back re-checks them cheaply
+        state = self.__dict__.setdefault('_compat_swap_state', kernels.TensorPairs([], []))
+        kernels.swap_([a for a, _ in pairs], [s for _, s in pairs], aliases=aliases, pairs=state)
 
     def _swap_ema_state_dict(self, checkpoint: dict) -> None:
         """Swap the ``module.*`` values of ``ema_state_dict`` with ``state_dict``'s."""
