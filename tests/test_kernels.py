@@ -367,6 +367,34 @@ def test_repeated_exchange_revalidates_every_premise(event):
 
 
 @needs_exchange
+def test_repeated_exchange_with_aliases_repeats_cheaply(monkeypatch):
+    """mmdet-style detached aliases passed in: the second and later swaps take the repeat
+    path (no full check), the aliases keep following their owners."""
+    full = []
+    real = kernels._try_exchange
+    monkeypatch.setattr(kernels, '_try_exchange', lambda *a: full.append(1) or real(*a))
+
+    def run(fast):
+        torch.manual_seed(1)
+        p = nn.Parameter(torch.randn(6))
+        alias = p.detach()
+        e = torch.randn(6)
+        pairs = kernels.TensorPairs([e], [alias])
+        snaps = []
+        for _ in range(4):
+            kernels.swap_([p], [e], fast=fast, aliases=[alias], pairs=pairs if fast else None)
+            assert alias.data_ptr() == p.data_ptr()
+            snaps.append([p.detach().clone(), e.clone(), alias.clone()])
+        return snaps
+
+    fast = run(True)
+    assert len(full) == 1  # one full check, then three repeats
+    for a, b in zip(fast, run(False)):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+
+
+@needs_exchange
 def test_repeated_exchange_leaves_held_view_in_place():
     torch.manual_seed(0)
     p, e = nn.Parameter(torch.randn(8)), torch.randn(8)

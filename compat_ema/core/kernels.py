@@ -621,8 +621,8 @@ def _exchange(x: Tensor, y: Tensor, xa: List[Tensor], ya: List[Tensor]) -> tuple
         t.data = y_data
     for t in ya:
         t.data = x_data
-    # after the exchange ``x`` and its new aliases (``ya``) hold y's old storage
-    return (x, y, ya, xa, x.data_ptr(), y.data_ptr(), x.size(), x.stride(), x.dtype,
+    # each side's aliases followed it: x and ``xa`` now share y's old storage
+    return (x, y, xa, ya, x.data_ptr(), y.data_ptr(), x.size(), x.stride(), x.dtype,
             x.untyped_storage().nbytes(), y.untyped_storage().nbytes())
 
 
