@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Optional
 
+import torch
+
 from ...._compat_registry import MMDET_HOOKS
 from ....core import kernels
 from ....core.checks import require
@@ -126,26 +128,29 @@ class BaseEMAHook(Hook):
         :func:`compat_ema.core.kernels.swap_` copies in place, as upstream does.
         """
         model = getattr(self, '_compat_model', None)
+        out = list(vals)
+        if model is None:
+            return out
         where = self.__dict__.setdefault('_owner_where', {})
-        out = []
-        for name, val in zip(self.model_parameters, vals):
+        names = list(self.model_parameters)
+        for i, numel in enumerate(map(torch.Tensor.numel, vals)):
+            if numel < kernels.EXCHANGE_MIN_NUMEL:
+                continue
+            name, val = names[i], vals[i]
             owner = None
-            if model is not None and val.numel() >= kernels.EXCHANGE_MIN_NUMEL:
-                if name not in where:
-                    prefix, _, attr = name.rpartition('.')
-                    try:
-                        where[name] = (model.get_submodule(prefix) if prefix else model, attr)
-                    except AttributeError:
-                        where[name] = None
-                if where[name] is not None:
-                    module, attr = where[name]
-                    owner = module._parameters.get(attr, module._buffers.get(attr))
+            if name not in where:
+                prefix, _, attr = name.rpartition('.')
+                try:
+                    where[name] = (model.get_submodule(prefix) if prefix else model, attr)
+                except AttributeError:
+                    where[name] = None
+            if where[name] is not None:
+                module, attr = where[name]
+                owner = module._parameters.get(attr, module._buffers.get(attr))
             if owner is not None and owner is not val and \
                     owner.data_ptr() == val.data_ptr() and owner.shape == val.shape and \
                     owner.stride() == val.stride() and owner.dtype == val.dtype:
-                out.append(owner)
-            else:
-                out.append(val)
+                out[i] = owner
         return out
 
     def _swap_ema_parameters(self) -> None:
