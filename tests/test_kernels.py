@@ -395,6 +395,22 @@ def test_repeated_exchange_with_aliases_repeats_cheaply(monkeypatch):
 
 
 @needs_exchange
+def test_failed_exchange_keeps_its_place_in_the_order():
+    """(w, shared) cannot exchange (shared memory); (w, e) after it could, but must not
+    run before the first pair's copy: upstream copies pair by pair, in order."""
+    def run(fast):
+        torch.manual_seed(2)
+        w = nn.Parameter(torch.randn(5))
+        shared = torch.randn(5).share_memory_()
+        e = torch.randn(5)
+        kernels.swap_([w, w], [shared, e], fast=fast)
+        return [w.detach().clone(), shared.clone(), e.clone()]
+
+    for a, b in zip(run(True), run(False)):
+        assert torch.equal(a, b)
+
+
+@needs_exchange
 def test_repeated_exchange_leaves_held_view_in_place():
     torch.manual_seed(0)
     p, e = nn.Parameter(torch.randn(8)), torch.randn(8)

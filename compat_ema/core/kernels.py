@@ -525,6 +525,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         flat = pairs._flat_plan() if pairs is not None else None
         batches, in_flat = _flat_swap_batches(flat, xs, ys) if flat is not None else ([], set())
         rest = [i for i in range(n) if i not in in_flat] if in_flat else range(n)
+        held: Dict[int, Tuple[Tensor, Tensor]] = {}
         # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
         if _EXCHANGE and _USE_COUNT is not None:
             alias_map: Optional[Dict[int, List[Tensor]]] = None
@@ -545,29 +546,36 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
                     if memo is not None:
                         memos[i] = memo
                         continue
-                    # the ``.data`` aliases taken below hold this storage until the
-                    # copies, so no later pair can exchange a storage a copy uses
+                    # hold ``.data`` aliases of this pair until its copy: they raise the
+                    # storages' use counts, so no later pair can exchange them first
+                    held[i] = xs[i].data, ys[i].data
                 kept.append(i)
             rest = kept
-        copy_x = list(map(_DATA, [xs[i] for i in rest]))
-        copy_y = list(map(_DATA, [ys[i] for i in rest]))
-        gathered = [t for batch in batches for t in batch[0]] + [batch[2] for batch in batches]
-        batch_copies = _HAS_FOREACH_COPY and copy_x and (
-            BATCH_COPIES_ON_CPU or all(t.device.type != 'cpu' for t in copy_x))
-        if (batches or batch_copies) and _disjoint_contiguous(copy_x + copy_y + gathered):
-            if batches:
-                flat.swap_batches_(batches)
-            if batch_copies:
-                for bx, by in _batches(copy_x, copy_y):
-                    tmp = list(map(torch.empty_like, bx))
-                    torch._foreach_copy_(tmp, bx)
-                    torch._foreach_copy_(bx, by)
-                    torch._foreach_copy_(by, tmp)
+        batch_copies = _HAS_FOREACH_COPY and rest and (
+            BATCH_COPIES_ON_CPU or all(xs[i].device.type != 'cpu' for i in rest))
+        if batches or batch_copies:
+            copy_x = [held[i][0] if i in held else xs[i].data for i in rest]
+            copy_y = [held[i][1] if i in held else ys[i].data for i in rest]
+            gathered = [t for batch in batches for t in batch[0]] + [batch[2] for batch in batches]
+            if _disjoint_contiguous(copy_x + copy_y + gathered):
+                if batches:
+                    flat.swap_batches_(batches)
+                if batch_copies:
+                    for bx, by in _batches(copy_x, copy_y):
+                        tmp = list(map(torch.empty_like, bx))
+                        torch._foreach_copy_(tmp, bx)
+                        torch._foreach_copy_(bx, by)
+                        torch._foreach_copy_(by, tmp)
+                else:
+                    for xd, yd in zip(copy_x, copy_y):
+                        _copy_swap(xd, yd)
+                return
+            rest = sorted(set(rest) | in_flat)
+        # upstream's loop, in order, over every pair not exchanged
+        for i in rest:
+            if i in held:
+                _copy_swap(*held[i])
             else:
-                for xd, yd in zip(copy_x, copy_y):
-                    _copy_swap(xd, yd)
-        else:  # upstream's loop, in order, over every pair not exchanged
-            for i in sorted(set(rest) | in_flat):
                 _copy_swap(xs[i].data, ys[i].data)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import weakref
 from abc import abstractmethod
 from copy import deepcopy
 from typing import List, Optional
@@ -33,6 +34,7 @@ from torch import Tensor
 from ..._compat_registry import MMENGINE_MODELS
 from ...core import kernels
 from ...core.checks import require
+from ...core.structure import ModuleSnapshot
 
 _LOG = logging.getLogger('compat_ema.mmengine')
 _DEVICE = operator.attrgetter('device')
@@ -71,6 +73,12 @@ class BaseAveragedModel(nn.Module):
         for avg, src in zip(averaged, sources):
             self.avg_func(avg, src, steps)
 
+    def __getstate__(self):
+        """Pickle/deepcopy without the cached fast-path plan (it references the source model)."""
+        state = self.__dict__.copy()
+        state.pop('_compat_plan', None)
+        return state
+
     def forward(self, *args, **kwargs):
         """Run the averaged copy."""
         return self.module(*args, **kwargs)
@@ -90,7 +98,19 @@ class BaseAveragedModel(nn.Module):
         in the same order, all on one device (upstream's ``.to(device)`` is then a
         no-op). Anything else (a replaced or added parameter or buffer, a moved
         tensor, a missing key) takes the per-call path, which behaves as upstream.
+
+        The walks themselves are skipped while a
+        :class:`~compat_ema.core.structure.ModuleSnapshot` of both trees (taken when
+        the plan was last confirmed by a walk) proves that no module's parameter,
+        buffer or submodule dict changed: the walks would then yield the very same
+        objects. The device check still runs on every call.
         """
+        plan = self.__dict__.get('_compat_plan')
+        if plan is not None and plan['model']() is model and plan['avg_dict'] is self.avg_parameters \
+                and plan['snaps'] is not None and tuple(self.avg_parameters) == plan['keys_t'] \
+                and tuple(map(id, self.avg_parameters.values())) == plan['avg_ids'] \
+                and plan['snaps'][0].unchanged() and plan['snaps'][1].unchanged():
+            return self._on_one_device(plan)
         named = dict(model.named_parameters())
         keys = list(self.avg_parameters)
         try:
@@ -101,7 +121,6 @@ class BaseAveragedModel(nn.Module):
             src = (src,)
         avg_bufs = tuple(self.module.buffers())
         src_bufs = tuple(model.buffers())
-        plan = self.__dict__.get('_compat_plan')
         if plan is None or plan['keys'] != keys or plan['avg_dict'] is not self.avg_parameters \
                 or len(plan['src']) != len(src) or not all(map(operator.is_, plan['src'], src)) \
                 or len(plan['avg_bufs']) != len(avg_bufs) or len(plan['src_bufs']) != len(src_bufs) \
@@ -117,10 +136,18 @@ class BaseAveragedModel(nn.Module):
                                                          [src[i] for i in floating]),
                         bufs=kernels.TensorPairs(avg_bufs[:nb], src_bufs[:nb]))
             self.__dict__['_compat_plan'] = plan
+        # confirmed by the walks just now: snapshot both trees for the next calls
+        snaps = ModuleSnapshot.take(model), ModuleSnapshot.take(self.module)
+        plan.update(model=weakref.ref(model), keys_t=tuple(keys), avg_ids=tuple(map(id, self.avg_parameters.values())),
+                    snaps=snaps if None not in snaps else None)
+        return self._on_one_device(plan)
+
+    @staticmethod
+    def _on_one_device(plan):
         devices = set(map(_DEVICE, plan['avg']))
-        devices.update(map(_DEVICE, src))
-        devices.update(map(_DEVICE, avg_bufs))
-        devices.update(map(_DEVICE, src_bufs))
+        devices.update(map(_DEVICE, plan['src']))
+        devices.update(map(_DEVICE, plan['avg_bufs']))
+        devices.update(map(_DEVICE, plan['src_bufs']))
         return plan if len(devices) <= 1 else None
 
     def update_parameters(self, model: nn.Module) -> None:
