@@ -227,13 +227,12 @@ def test_flat_buffers_save_and_load_as_separate_values(tmp_path):
 
 
 def test_hooks_with_flat_buffers_equal_faithful_after_every_call():
-    """Every mmcv/mmdet hook, driven through updates and swaps, with the flat buffer and the
-    batched swaps in effect (default thresholds): identical to the faithful loops."""
+    """Every hook (mmcv, mmdet, mmengine), driven through updates and swaps, with the flat
+    buffer and the batched swaps in effect (default thresholds): identical to the
+    faithful loops."""
     from test_kernels import _hooks, drive  # the event-stream driver of the kernel tests
 
     for name, (make_hook, engine) in _hooks().items():
-        if engine:
-            continue
         fast = drive(make_hook, True, engine)
         slow = drive(make_hook, False, engine)
         assert len(fast) == len(slow)
@@ -259,3 +258,52 @@ def test_env_switch_keeps_every_buffer_in_its_own_storage():
         out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
         assert ' '.join(out) == want, (value, out)
+
+
+@pytest.mark.parametrize('ema_type', ['ExponentialMovingAverage', 'StochasticWeightAverage'])
+def test_mmengine_flat_update_and_swap_equal_faithful(ema_type):
+    """The averaged model's small parameters in the flat buffer: lerp_/SWA over gathered
+    1-D sources, swaps a batch at a time, with the hook's cached walk results."""
+    from compat_ema.mmengine import EMAHook
+
+    class R:
+        iter = 0
+        epoch = 0
+        max_iters = 100
+        max_epochs = 10
+        _resume = False
+
+    def run(fast):
+        kernels.set_fast_path(fast)
+        try:
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(7, 33), nn.LayerNorm(33), nn.Linear(33, 5))
+            r = R()
+            r.model = model
+            hook = EMAHook(ema_type=ema_type, momentum=0.3) if ema_type[0] == 'E' else \
+                EMAHook(ema_type=ema_type)
+            hook.before_run(r)
+            hook.before_train(r)
+            snaps = []
+            for it in range(6):
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.mul_(0.9).add_(0.01 * (it + 1))
+                r.iter = it
+                hook.after_train_iter(r, batch_idx=it)
+                if it % 2 == 1:
+                    hook.before_val_epoch(r)
+                    snaps.append([t.detach().clone() for t in model.state_dict().values()])
+                    hook.after_val_epoch(r)
+                snaps.append([t.detach().clone() for t in hook.ema_model.state_dict().values()])
+            return snaps, hook
+        finally:
+            kernels.set_fast_path(True)
+
+    fast, hook = run(True)
+    slow, _ = run(False)
+    flat = hook.ema_model.__dict__['_compat_plan']['avg_floating']._flat
+    assert flat is not None and flat.gathers and len(flat.dst) == 6  # it ran
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), i

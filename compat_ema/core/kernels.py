@@ -158,7 +158,8 @@ class _FlatSmall:
     still live; a call that finds otherwise drops the plan.
     """
 
-    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'gathers', 'tail', 'numels', 'scratch')
+    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'numels',
+                 'scratch')
 
     def __init__(self, pairs: 'TensorPairs'):
         self.flats: List[Tensor] = []
@@ -203,8 +204,8 @@ class _FlatSmall:
         self.numels = [list(map(_NUMEL, g[0])) for g in self.gathers]
         self.ptrs = list(map(_DATA_PTR, self.dst))
         rest = [i for i in range(len(pairs.dst)) if i not in picked]
-        rest_groups = _groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values()
-        self.rest = [b for e_list, s_list in rest_groups for b in _batches(e_list, s_list)]
+        self.rest_groups = list(_groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values())
+        self.rest = [b for e_list, s_list in self.rest_groups for b in _batches(e_list, s_list)]
 
     def holds(self) -> bool:
         """Every adopted destination still lives where it was put and every gathered
@@ -222,6 +223,21 @@ class _FlatSmall:
         if self.tail[0]:
             torch._foreach_add_(self.tail[0], self.tail[1], alpha=momentum)
 
+    def lerp_(self, weight: float) -> None:
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.lerp_(scratch, weight)
+        if self.tail[0]:
+            _lerp_many(self.tail[0], self.tail[1], weight)
+
+    def swa_add_(self, alpha: float) -> None:
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.add_(scratch.sub_(view), alpha=alpha)  # scratch = s - a, as upstream's s - a
+        if self.tail[0]:
+            diff = torch._foreach_sub(self.tail[1], self.tail[0])
+            torch._foreach_add_(self.tail[0], diff, alpha=alpha)
+
     def swap_batches_(self, batches: Sequence[Tuple[List[Tensor], Tensor, Tensor]]) -> None:
         """Swap gathered batches ``(source .data aliases, destinations, flat slice, scratch)``:
         ``scratch = cat(sources)``, ``sources <- destinations``, ``flat slice <- scratch``."""
@@ -232,6 +248,14 @@ class _FlatSmall:
 
 
 _NUMEL = Tensor.numel
+
+
+def _lerp_many(dst: List[Tensor], src: List[Tensor], weight: float) -> None:
+    if _HAS_FOREACH_LERP:
+        torch._foreach_lerp_(dst, src, weight)
+    else:
+        for a, s in zip(dst, src):
+            a.lerp_(s, weight)
 
 
 def _exclusive(t: Tensor) -> bool:
@@ -339,7 +363,12 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.lerp_(s, weight)
                 return
-            for a_list, s_list in self.groups:
+            groups = self.groups
+            flat = self._flat_plan()
+            if flat is not None:
+                flat.lerp_(weight)
+                groups = flat.rest_groups
+            for a_list, s_list in groups:
                 torch._foreach_lerp_(a_list, s_list, weight)
 
     def swa_add_(self, alpha: float, fast: Optional[bool] = None) -> None:
@@ -349,7 +378,12 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.add_(s - a, alpha=alpha)
                 return
-            for a_list, s_list in self.batches:
+            batches = self.batches
+            flat = self._flat_plan()
+            if flat is not None:
+                flat.swa_add_(alpha)
+                batches = flat.rest
+            for a_list, s_list in batches:
                 diff = torch._foreach_sub(s_list, a_list)
                 torch._foreach_add_(a_list, diff, alpha=alpha)
 
@@ -580,13 +614,23 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
 
 
 def _flat_swap_batches(flat: _FlatSmall, xs: List[Tensor], ys: List[Tensor]):
-    """The gathered batches of ``flat`` whose every destination is some ``ys[i]`` paired
-    with its own source as ``xs[i]``: ``(batches with .data sources, their indices)``."""
-    pos = {id(t): i for i, t in enumerate(ys)}
+    """The gathered batches of ``flat`` whose every destination is in ``ys`` (or every one
+    in ``xs``) paired with its own source on the other side: ``(batches with .data
+    sources, their pair indices)``. A batch swap gives both sides the other's values, so
+    which side the destinations are on does not matter (it only runs when no two
+    tensors overlap, where upstream's order cannot matter either)."""
+    pos_y = {id(t): i for i, t in enumerate(ys)}
+    pos_x = None
     batches, taken = [], set()
     for s_batch, d_batch, view, scratch in flat.gathers:
-        idx = [pos.get(id(d)) for d in d_batch]
-        if None in idx or not all(xs[i] is s for i, s in zip(idx, s_batch)):
+        idx = [pos_y.get(id(d)) for d in d_batch]
+        other = xs
+        if None in idx:
+            if pos_x is None:
+                pos_x = {id(t): i for i, t in enumerate(xs)}
+            idx = [pos_x.get(id(d)) for d in d_batch]
+            other = ys
+        if None in idx or not all(other[i] is s for i, s in zip(idx, s_batch)):
             continue
         batches.append((list(map(_DATA, s_batch)), d_batch, view, scratch))
         taken.update(idx)

@@ -93,7 +93,8 @@ def test_exchange_really_happened_in_the_compat_run(monkeypatch):
 
 def test_flat_buffer_really_used_in_the_compat_run():
     """Guard for mode ``flat``: with the default thresholds the mmcv/mmdet ``ema_*`` buffers
-    of the test model live in one flat buffer after the first update."""
+    and mmengine's averaged parameters of the test model live in one flat buffer after
+    the first update."""
     from compat_ema.mmcv import EMAHook
     from compat_ema.mmdet.core.hook.ema import ExpMomentumEMAHook
     for hook, pairs_of in ((EMAHook(momentum=0.5), lambda h: h._ema_pairs()),
@@ -104,3 +105,10 @@ def test_flat_buffer_really_used_in_the_compat_run():
         hook.after_train_iter(runner)
         flat = pairs_of(hook)._flat
         assert flat is not None and flat.gathers and len(flat.dst) == len(pairs_of(hook).dst)
+    from compat_ema.mmengine.model.averaged_model import ExponentialMovingAverage
+    model = Net()
+    ema = ExponentialMovingAverage(model, momentum=0.3)
+    for _ in range(2):
+        ema.update_parameters(model)
+    pairs = ema.__dict__['_compat_plan']['avg_floating']
+    assert pairs._flat is not None and pairs._flat.gathers and len(pairs._flat.dst) == len(pairs.dst)

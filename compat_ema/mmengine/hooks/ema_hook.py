@@ -30,6 +30,7 @@ from ..._compat_registry import MMENGINE_HOOKS
 from ...core import kernels
 from ...core.checks import require
 from ...core.state_dict import load_state_dict
+from ...core.structure import ModuleSnapshot
 from ...core.wrappers import unwrap
 from ...registry import MODELS, current_scope, in_subtree
 from .hook import Hook
@@ -136,20 +137,51 @@ class EMAHook(Hook):
 
     def _swap_ema_parameters(self) -> None:
         """Exchange the model's and the EMA copy's parameters (and buffers) in place."""
-        if self.ema_model.update_buffers:
-            avg = itertools.chain(self.ema_model.module.parameters(), self.ema_model.module.buffers())
-            src = itertools.chain(self.src_model.parameters(), self.src_model.buffers())
+        avg, src, aliases = self._swap_lists()
+        # the averaged model's fast-path pairs (their flat buffer of small parameters, if
+        # any) or an empty TensorPairs kept across calls: either carries swap_'s memo of
+        # the last exchanges, so swapping back re-checks them cheaply
+        plan = self.ema_model.__dict__.get('_compat_plan')
+        if plan is not None and kernels.fast_path_enabled():
+            state = plan['avg_floating']
         else:
-            avg = self.ema_model.module.parameters()
-            src = self.src_model.parameters()
+            state = self.__dict__.setdefault('_compat_swap_state', kernels.TensorPairs([], []))
+        kernels.swap_(avg, src, aliases=aliases, pairs=state)
+
+    def _swap_lists(self):
+        """``(averaged tensors, source tensors, aliases)`` as upstream's walks yield them.
+
+        Upstream walks ``parameters()`` (and ``buffers()`` with ``update_buffers``)
+        of both models on every swap. The lists are cached and reused while
+        :class:`~compat_ema.core.structure.ModuleSnapshot` s of both trees prove the
+        walks would yield the same objects. Owners are listed (not ``.data``) so
+        storages can be exchanged; the averaged model's ``avg_parameters``
+        (``state_dict()`` aliases when ``update_buffers=True``) follow as aliases.
+        """
+        ema, src_model = self.ema_model.module, self.src_model
+        avg_parameters = getattr(self.ema_model, 'avg_parameters', {})
+        ub = self.ema_model.update_buffers
+        c = self.__dict__.get('_compat_swap_lists')
+        if c is not None and c['ema'] is ema and c['src'] is src_model and c['ub'] == ub \
+                and c['avg_dict'] is avg_parameters and c['snaps'] is not None \
+                and tuple(map(id, avg_parameters.values())) == c['avg_ids'] \
+                and c['snaps'][0].unchanged() and c['snaps'][1].unchanged():
+            return c['avg'], c['src_list'], c['aliases']
+        if ub:
+            avg = itertools.chain(ema.parameters(), ema.buffers())
+            src = itertools.chain(src_model.parameters(), src_model.buffers())
+        else:
+            avg = ema.parameters()
+            src = src_model.parameters()
         pairs = list(zip(avg, src))
-        # owners are passed (not ``.data``) so storages can be exchanged; the averaged
-        # model's ``avg_parameters`` (state_dict aliases when update_buffers=True) follow.
-        aliases = list(getattr(self.ema_model, 'avg_parameters', {}).values())
-        # an empty TensorPairs kept across calls: it carries swap_'s memo of the last
-        # exchanges, so swapping back re-checks them cheaply
-        state = self.__dict__.setdefault('_compat_swap_state', kernels.TensorPairs([], []))
-        kernels.swap_([a for a, _ in pairs], [s for _, s in pairs], aliases=aliases, pairs=state)
+        snaps = ModuleSnapshot.take(ema), ModuleSnapshot.take(src_model)
+        c = dict(ema=ema, src=src_model, ub=ub, avg_dict=avg_parameters,
+                 avg_ids=tuple(map(id, avg_parameters.values())),
+                 snaps=snaps if None not in snaps else None,
+                 avg=[a for a, _ in pairs], src_list=[s for _, s in pairs],
+                 aliases=list(avg_parameters.values()))
+        self.__dict__['_compat_swap_lists'] = c
+        return c['avg'], c['src_list'], c['aliases']
 
     def _swap_ema_state_dict(self, checkpoint: dict) -> None:
         """Swap the ``module.*`` values of ``ema_state_dict`` with ``state_dict``'s."""

@@ -132,8 +132,9 @@ class BaseAveragedModel(nn.Module):
             plan = dict(keys=keys, avg_dict=self.avg_parameters, src=src, avg_bufs=avg_bufs,
                         src_bufs=src_bufs, avg=tuple(avg),
                         copy=kernels.TensorPairs(avg, src),
-                        avg_floating=kernels.TensorPairs([avg[i] for i in floating],
-                                                         [src[i] for i in floating]),
+                        avg_floating=kernels.TensorPairs(
+                            [avg[i] for i in floating],
+                            [src[i] for i in floating]).flatten_small_destinations(),
                         bufs=kernels.TensorPairs(avg_bufs[:nb], src_bufs[:nb]))
             self.__dict__['_compat_plan'] = plan
         # confirmed by the walks just now: snapshot both trees for the next calls
