@@ -24,7 +24,8 @@ noise hits every column alike), median of ``--repeat`` calls:
 * updates: mmcv ``EMAHook.after_train_iter``, mmdet ``ExpMomentumEMAHook.after_train_iter``,
   mmengine ``ExponentialMovingAverage.update_parameters``;
 * swaps: ``_swap_ema_parameters`` of mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` (whole
-  state dict, BN buffers included) and mmengine ``EMAHook``.
+  state dict, BN buffers included) and mmengine ``EMAHook``, each after two updates (as
+  in training, where evaluation follows training iterations).
 
 ``--memory`` adds the extra memory of each implementation, measured in a fresh
 subprocess per (work, implementation): the EMA state created by ``before_run``
@@ -189,17 +190,25 @@ def make_work(work: str, classes, model: nn.Module) -> Callable[[], None]:
         ema = classes['mmengine_ema'](model, momentum=0.0002)
         ema.update_parameters(model)  # the first call copies; time the averaging calls
         return lambda: ema.update_parameters(model)
+    # swaps are timed as they happen in training: after updates (two here)
     if work == 'mmcv swap':
         hook = classes['mmcv'](momentum=0.0002)
         hook.before_run(runner)
+        for _ in range(2):
+            hook.after_train_iter(runner)
         return hook._swap_ema_parameters
     if work == 'mmdet swap':
         hook = classes['mmdet'](momentum=0.0002)
         hook.before_run(runner)
+        for _ in range(2):
+            hook.after_train_iter(runner)
         return hook._swap_ema_parameters
     if work == 'mmengine swap':
         hook = classes['mmengine_hook'](momentum=0.0002)
         hook.before_run(runner)
+        hook.before_train(runner)
+        for _ in range(2):
+            hook.after_train_iter(runner, batch_idx=0)
         return hook._swap_ema_parameters
     raise KeyError(work)
 

@@ -662,10 +662,13 @@ def _try_exchange(x: Tensor, y: Tensor, alias_map: Dict[int, List[Tensor]]):
     del storages
     if not ok:
         return None
-    return _exchange(x, y, xa, ya)
+    before = (x, y, xa, ya, x.data_ptr(), y.data_ptr(), x.size(), x.stride(), x.dtype,
+              x.untyped_storage().nbytes(), y.untyped_storage().nbytes())
+    _exchange(x, y, xa, ya)
+    return _after_exchange(before)
 
 
-def _exchange(x: Tensor, y: Tensor, xa: List[Tensor], ya: List[Tensor]) -> tuple:
+def _exchange(x: Tensor, y: Tensor, xa: List[Tensor], ya: List[Tensor]) -> None:
     x_data, y_data = x.data, y.data
     x.data = y_data
     y.data = x_data
@@ -673,9 +676,13 @@ def _exchange(x: Tensor, y: Tensor, xa: List[Tensor], ya: List[Tensor]) -> tuple
         t.data = y_data
     for t in ya:
         t.data = x_data
-    # each side's aliases followed it: x and ``xa`` now share y's old storage
-    return (x, y, xa, ya, x.data_ptr(), y.data_ptr(), x.size(), x.stride(), x.dtype,
-            x.untyped_storage().nbytes(), y.untyped_storage().nbytes())
+
+
+def _after_exchange(before: tuple) -> tuple:
+    """The state an exchange leaves, from the state it found: the storages (addresses and
+    sizes) changed sides, each with its aliases; shape, strides and dtype are shared."""
+    x, y, xa, ya, xp, yp, size, stride, dtype, xn, yn = before
+    return (x, y, xa, ya, yp, xp, size, stride, dtype, yn, xn)
 
 
 def _exchange_again(memo: tuple, x: Tensor, y: Tensor):
@@ -693,12 +700,13 @@ def _exchange_again(memo: tuple, x: Tensor, y: Tensor):
     if xs.nbytes() != xn or ys.nbytes() != yn or \
             _USE_COUNT(xs._cdata) != _BASE_USE + len(xa) or _USE_COUNT(ys._cdata) != _BASE_USE + len(ya):
         return None
-    if x.device.type == 'cpu' and (xs.is_shared() or ys.is_shared()):
+    if x.is_cpu and (xs.is_shared() or ys.is_shared()):
         return None
     del xs, ys
-    if any(t.data_ptr() != xp for t in xa) or any(t.data_ptr() != yp for t in ya):
+    if xa and any(t.data_ptr() != xp for t in xa) or ya and any(t.data_ptr() != yp for t in ya):
         return None
-    return _exchange(x, y, xa, ya)
+    _exchange(x, y, xa, ya)
+    return _after_exchange(memo)
 
 
 def _disjoint_contiguous(tensors: Sequence[Tensor]) -> bool:
