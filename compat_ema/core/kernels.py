@@ -713,12 +713,13 @@ def _disjoint_contiguous(tensors: Sequence[Tensor]) -> bool:
     """All ``tensors`` are contiguous and no two of them share a byte."""
     if not all(map(_IS_CONTIGUOUS, tensors)):
         return False
-    if len(tensors) < 2:
-        return True
-    starts = torch.tensor(list(map(_DATA_PTR, tensors)), dtype=torch.int64)
-    ends = starts + torch.tensor(list(map(_NBYTES, tensors)), dtype=torch.int64)
-    order = starts.argsort()
-    return bool((ends[order][:-1] <= starts[order][1:]).all())
+    end = 0
+    for start, size in sorted(zip(map(_DATA_PTR, tensors), map(_NBYTES, tensors))):
+        if size:
+            if start < end:
+                return False
+            end = start + size
+    return True
 
 
 _IS_CONTIGUOUS = Tensor.is_contiguous
