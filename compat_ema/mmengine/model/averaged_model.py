@@ -38,6 +38,7 @@ from ...core.structure import ModuleSnapshot
 
 _LOG = logging.getLogger('compat_ema.mmengine')
 _DEVICE = operator.attrgetter('device')
+_IS_CPU = operator.attrgetter('is_cpu')
 
 
 class BaseAveragedModel(nn.Module):
@@ -145,6 +146,9 @@ class BaseAveragedModel(nn.Module):
 
     @staticmethod
     def _on_one_device(plan):
+        if all(map(_IS_CPU, plan['avg'])) and all(map(_IS_CPU, plan['src'])) \
+                and all(map(_IS_CPU, plan['avg_bufs'])) and all(map(_IS_CPU, plan['src_bufs'])):
+            return plan  # the common case, checked without building device objects
         devices = set(map(_DEVICE, plan['avg']))
         devices.update(map(_DEVICE, plan['src']))
         devices.update(map(_DEVICE, plan['avg_bufs']))
