@@ -296,20 +296,23 @@ class TensorPairs:
         self._exchanged: Dict[int, tuple] = {}
 
     def flatten_small_destinations(self) -> 'TensorPairs':
-        """Allow the fast :meth:`mul_add_` to re-point small CPU destinations into one buffer.
+        """Allow the fast path to re-point small CPU destinations into one buffer.
 
         For the owner of the destinations only (a hook and its ``ema_*``
-        buffers). On the first fast update, every destination that is a plain,
-        contiguous CPU float32/float64 tensor under :data:`FLAT_MAX_NUMEL`
-        elements and holds its storage alone (nothing else could see the move)
-        gets its values copied into one flat buffer per dtype and its storage
-        re-pointed to its slice. The tensor objects, shapes and values are
-        unchanged; only their storage is shared (so ``torch.save`` of a single
-        one writes the whole buffer). Then ``mul_`` runs once over the buffer
-        instead of once per tensor (the per-tensor ``add_`` stays). Each call
-        first checks that every adopted tensor still lives in its slice; if one
-        was moved (``.data = ...``), the flat step is dropped for good.
-        Returns ``self``.
+        buffers, an averaged model and its parameters). On the first fast
+        update or swap, every destination that is a plain, contiguous CPU
+        float32/float64 tensor under :data:`FLAT_MAX_NUMEL` elements and holds
+        its storage alone (nothing else could see the move) gets its values
+        copied into one flat buffer per dtype and its storage re-pointed to its
+        slice. The tensor objects, shapes and values are unchanged; only their
+        storage is shared (so ``torch.save`` of a single one writes the whole
+        buffer). Then :meth:`mul_add_` scales the buffer with one ``mul_``;
+        :meth:`mul_add_`, :meth:`lerp_` and :meth:`swa_add_` gather 1-D sources
+        with ``cat`` and update a batch with one op; :func:`swap_` given these
+        pairs swaps a batch with one ``cat``, one foreach copy and one flat
+        copy. Each call first checks that every adopted tensor still lives in
+        its slice (and every gathered source still has its size); if not, the
+        flat steps are dropped for good. Returns ``self``.
         """
         self.flatten = True
         return self

@@ -93,9 +93,9 @@ class BaseAveragedModel(nn.Module):
 
         Cached (``update_buffers=False`` only): the ``Parameter`` objects found
         under ``avg_parameters``' keys in ``model.named_parameters()``, and the
-        ``(self.module.buffers(), model.buffers())`` pairs. Every call still walks
-        ``named_parameters()`` and both ``buffers()`` as upstream does, and uses the
-        plan only if it yields the very same objects (identity, C-level checks),
+        ``(self.module.buffers(), model.buffers())`` pairs. A call that walks
+        ``named_parameters()`` and both ``buffers()`` as upstream does uses the
+        plan only if they yield the very same objects (identity, C-level checks),
         in the same order, all on one device (upstream's ``.to(device)`` is then a
         no-op). Anything else (a replaced or added parameter or buffer, a moved
         tensor, a missing key) takes the per-call path, which behaves as upstream.
