@@ -559,7 +559,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
             return
         xs, ys = list(a), list(b)
         n = min(len(xs), len(ys))
-        flat = pairs._flat_plan() if pairs is not None else None
+        flat = pairs._flat_plan() if pairs is not None and pairs._fast(True) else None
         batches, in_flat = _flat_swap_batches(flat, xs, ys) if flat is not None else ([], set())
         rest = [i for i in range(n) if i not in in_flat] if in_flat else range(n)
         held: Dict[int, Tuple[Tensor, Tensor]] = {}
