@@ -447,11 +447,15 @@ def _storage_key(t: Tensor) -> int:
 
 
 def _baseline_use_count() -> int:
-    """Use count of a storage held by exactly one tensor, as seen from Python."""
+    """Use count of a storage held by exactly one tensor, seen through one live Python
+    storage object (the checks hold exactly one per storage they count). The storage
+    object is held in a variable: some torch versions (2.6) free a temporary one before
+    the count is read, which would make every later check fail by one."""
     if _USE_COUNT is None:
         return -1
     t = torch.empty(1)
-    return _USE_COUNT(t.untyped_storage()._cdata)
+    storage = t.untyped_storage()
+    return _USE_COUNT(storage._cdata)
 
 
 _BASE_USE = _baseline_use_count() if _USE_COUNT is not None else -1
