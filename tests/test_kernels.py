@@ -110,6 +110,7 @@ def test_fast_equals_faithful_bitwise_cpu(op, dtype, threads):
             assert torch.equal(a, b), f'{op} {dtype} threads={threads} seed={seed}: tensor {i} differs'
 
 
+@pytest.mark.skipif(not kernels._HAS_FOREACH_COPY, reason='no torch._foreach_copy_ in this torch (1.13)')
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 def test_batched_copy_swap_equals_faithful_on_cpu(dtype, monkeypatch):
     """The foreach copy swap (the CUDA default) run on CPU: same tensors as the loop."""

@@ -21,6 +21,12 @@ from compat_ema.core import kernels
 
 WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
+#: The flat buffer re-points a tensor only with a proof that nothing else holds its storage
+#: (storage use counts, torch >= 2.0); without one (torch 1.13) everything stays per tensor,
+#: which the value tests here still compare, but the tests that check it engaged cannot run.
+needs_flat = pytest.mark.skipif(getattr(kernels, '_USE_COUNT', None) is None,
+                                reason='no storage use counts in this torch: the flat buffer never engages')
+
 
 @pytest.fixture
 def threads(request):
@@ -67,6 +73,7 @@ def _run(seed, dtype, flatten, fast=True):
     return dst, src, view, pairs
 
 
+@needs_flat
 @pytest.mark.parametrize('threads', [1, 2], indirect=True)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=str)
 def test_flat_update_equals_the_per_tensor_loop(dtype, threads):
@@ -81,6 +88,7 @@ def test_flat_update_equals_the_per_tensor_loop(dtype, threads):
         assert torch.equal(fast_view, slow_view)  # the held view saw the updates in place
 
 
+@needs_flat
 def test_only_plain_small_exclusive_float_destinations_are_adopted():
     dst, src, view = _pairs(7, torch.float32)
     pairs = kernels.TensorPairs(dst, src).flatten_small_destinations()
@@ -97,6 +105,7 @@ def test_only_plain_small_exclusive_float_destinations_are_adopted():
     assert all(lo <= d.data_ptr() < hi for d in pairs._flat.dst)
 
 
+@needs_flat
 def test_moved_destination_drops_the_flat_plan():
     def run(flatten, fast):
         dst, src, _ = _pairs(3, torch.float32)
@@ -150,6 +159,7 @@ def _swap_run(flatten, fast, tie=False, seed=0):
     return out + [t.detach().clone() for t in src + ema], pairs
 
 
+@needs_flat
 @pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('tie', [False, True])
 def test_flat_swap_equals_upstream_loop(tie, batched, monkeypatch):
@@ -161,6 +171,7 @@ def test_flat_swap_equals_upstream_loop(tie, batched, monkeypatch):
         assert torch.equal(a, b), (tie, i)
 
 
+@needs_flat
 def test_flat_swap_batches_really_run(monkeypatch):
     calls = []
     real = kernels._FlatSmall.swap_batches_
@@ -189,6 +200,7 @@ def test_batched_copy_swap_with_overlap_keeps_upstream_order(batched, monkeypatc
         assert torch.equal(x, y)
 
 
+@needs_flat
 def test_flat_buffers_save_and_load_as_separate_values(tmp_path):
     from compat_ema.mmcv import EMAHook
 
@@ -241,6 +253,7 @@ def test_hooks_with_flat_buffers_equal_faithful_after_every_call():
                 assert torch.equal(a[k], b[k]), f'{name}: call {i}, {k}'
 
 
+@needs_flat
 def test_env_switch_keeps_every_buffer_in_its_own_storage():
     import os
     import subprocess
@@ -260,6 +273,7 @@ def test_env_switch_keeps_every_buffer_in_its_own_storage():
         assert ' '.join(out) == want, (value, out)
 
 
+@needs_flat
 @pytest.mark.parametrize('ema_type', ['ExponentialMovingAverage', 'StochasticWeightAverage'])
 def test_mmengine_flat_update_and_swap_equal_faithful(ema_type):
     """The averaged model's small parameters in the flat buffer: lerp_/SWA over gathered
