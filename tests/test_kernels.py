@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compat_ema.core import kernels
+from compat_ema.core import batching, flat as flat_mod, kernels, swap
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 OPS = ['mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_']
@@ -35,8 +35,8 @@ WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 def exchange_small_tensors(monkeypatch):
     """Let the tiny test tensors take the storage-exchange path (normally only >= 8192 elements)
     and keep them out of the flat buffer of small destinations (tests of it set its threshold)."""
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
-    monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
+    monkeypatch.setattr(swap, 'EXCHANGE_MIN_NUMEL', 1)
+    monkeypatch.setattr(flat_mod, 'FLAT_MAX_NUMEL', 1)
 
 
 @pytest.fixture
@@ -110,13 +110,13 @@ def test_fast_equals_faithful_bitwise_cpu(op, dtype, threads):
             assert torch.equal(a, b), f'{op} {dtype} threads={threads} seed={seed}: tensor {i} differs'
 
 
-@pytest.mark.skipif(not kernels._HAS_FOREACH_COPY, reason='no torch._foreach_copy_ in this torch (1.13)')
+@pytest.mark.skipif(not batching.HAS_FOREACH_COPY, reason='no torch._foreach_copy_ in this torch (1.13)')
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 def test_batched_copy_swap_equals_faithful_on_cpu(dtype, monkeypatch):
     """The foreach copy swap (the CUDA default) run on CPU: same tensors as the loop."""
-    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', True)
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 40)  # every pair is copied
-    monkeypatch.setattr(kernels, 'BATCH_BYTES', 256)  # several batches
+    monkeypatch.setattr(swap, 'BATCH_COPIES_ON_CPU', True)
+    monkeypatch.setattr(swap, 'EXCHANGE_MIN_NUMEL', 1 << 40)  # every pair is copied
+    monkeypatch.setattr(batching, 'BATCH_BYTES', 256)  # several batches
     calls = []
     real = torch._foreach_copy_
     monkeypatch.setattr(torch, '_foreach_copy_', lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -139,9 +139,9 @@ def test_batched_copy_swap_equals_faithful_on_cpu(dtype, monkeypatch):
 
 @pytest.mark.parametrize('op', ['mul_add_', 'swa_add_'])
 def test_cache_sized_batches_do_not_change_results(op, monkeypatch):
-    monkeypatch.setattr(kernels, 'BATCH_BYTES', 64)  # many small batches
+    monkeypatch.setattr(batching, 'BATCH_BYTES', 64)  # many small batches
     fast_dst, _ = run_op(op, torch.float32, 5, True)
-    monkeypatch.setattr(kernels, 'BATCH_BYTES', 1 << 40)  # one batch
+    monkeypatch.setattr(batching, 'BATCH_BYTES', 1 << 40)  # one batch
     whole_dst, _ = run_op(op, torch.float32, 5, True)
     slow_dst, _ = run_op(op, torch.float32, 5, False)
     for a, b, c in zip(fast_dst, whole_dst, slow_dst):
@@ -306,7 +306,7 @@ def test_swap_tied_entries_follow_upstream_order():
 
 
 def test_small_tensors_are_copied_by_default(monkeypatch):
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1 << 13)
+    monkeypatch.setattr(swap, 'EXCHANGE_MIN_NUMEL', 1 << 13)
     small, big = nn.Parameter(torch.randn(100)), nn.Parameter(torch.randn(1 << 13))
     e_small, e_big = torch.randn(100), torch.randn(1 << 13)
     ptrs = small.data_ptr(), big.data_ptr()
@@ -372,8 +372,8 @@ def test_repeated_exchange_with_aliases_repeats_cheaply(monkeypatch):
     """mmdet-style detached aliases passed in: the second and later swaps take the repeat
     path (no full check), the aliases keep following their owners."""
     full = []
-    real = kernels._try_exchange
-    monkeypatch.setattr(kernels, '_try_exchange', lambda *a: full.append(1) or real(*a))
+    real = swap._try_exchange
+    monkeypatch.setattr(swap, '_try_exchange', lambda *a: full.append(1) or real(*a))
 
     def run(fast):
         torch.manual_seed(1)

@@ -17,14 +17,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compat_ema.core import kernels
+from compat_ema.core import flat as flat_mod, kernels, ownership, swap
 
 WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
 #: The flat buffer re-points a tensor only with a proof that nothing else holds its storage
 #: (storage use counts, torch >= 2.0); without one (torch 1.13) everything stays per tensor,
 #: which the value tests here still compare, but the tests that check it engaged cannot run.
-needs_flat = pytest.mark.skipif(getattr(kernels, '_USE_COUNT', None) is None,
+needs_flat = pytest.mark.skipif(ownership.USE_COUNT is None,
                                 reason='no storage use counts in this torch: the flat buffer never engages')
 
 
@@ -163,7 +163,7 @@ def _swap_run(flatten, fast, tie=False, seed=0):
 @pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('tie', [False, True])
 def test_flat_swap_equals_upstream_loop(tie, batched, monkeypatch):
-    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', batched)
+    monkeypatch.setattr(swap, 'BATCH_COPIES_ON_CPU', batched)
     fast, pairs = _swap_run(True, True, tie)
     slow, _ = _swap_run(False, False, tie)
     assert pairs._flat is not None and pairs._flat.gathers
@@ -174,8 +174,8 @@ def test_flat_swap_equals_upstream_loop(tie, batched, monkeypatch):
 @needs_flat
 def test_flat_swap_batches_really_run(monkeypatch):
     calls = []
-    real = kernels._FlatSmall.swap_batches_
-    monkeypatch.setattr(kernels._FlatSmall, 'swap_batches_',
+    real = flat_mod.FlatSmall.swap_batches_
+    monkeypatch.setattr(flat_mod.FlatSmall, 'swap_batches_',
                         lambda self, batches: calls.append(len(batches)) or real(self, batches))
     _swap_run(True, True, tie=False)
     assert calls and all(calls)
@@ -187,7 +187,7 @@ def test_flat_swap_batches_really_run(monkeypatch):
 @pytest.mark.parametrize('batched', [False, True])
 def test_batched_copy_swap_with_overlap_keeps_upstream_order(batched, monkeypatch):
     """Views of one buffer listed in different pairs: the ordered loop, as upstream."""
-    monkeypatch.setattr(kernels, 'BATCH_COPIES_ON_CPU', batched)
+    monkeypatch.setattr(swap, 'BATCH_COPIES_ON_CPU', batched)
 
     def run(fast):
         base = torch.arange(10.0)

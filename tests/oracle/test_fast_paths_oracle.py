@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import upstream  # noqa: E402
 from test_kernels import Net, drive  # noqa: E402  (the fast-vs-faithful driver)
 
-from compat_ema.core import kernels  # noqa: E402
+from compat_ema.core import flat as flat_mod, kernels, swap  # noqa: E402
 
 
 def _cases():
@@ -61,8 +61,8 @@ def _compat(gen, name, kwargs):
 def test_fast_path_with_exchange_matches_real_upstream(case, mode, monkeypatch):
     make_up, gen, name, kwargs, engine = _cases()[case]
     if mode == 'exchange':
-        monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
-        monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
+        monkeypatch.setattr(swap, 'EXCHANGE_MIN_NUMEL', 1)
+        monkeypatch.setattr(flat_mod, 'FLAT_MAX_NUMEL', 1)
     R = upstream.mmcv_hooks()
     D = upstream.mmdet_ema()
     E, _ = upstream.mmengine_mods()
@@ -80,8 +80,8 @@ def test_fast_path_with_exchange_matches_real_upstream(case, mode, monkeypatch):
 def test_exchange_really_happened_in_the_compat_run(monkeypatch):
     """Guard against a vacuous comparison: with the threshold at 1 the mmcv swap exchanges."""
     from compat_ema.mmcv import EMAHook
-    monkeypatch.setattr(kernels, 'EXCHANGE_MIN_NUMEL', 1)
-    monkeypatch.setattr(kernels, 'FLAT_MAX_NUMEL', 1)
+    monkeypatch.setattr(swap, 'EXCHANGE_MIN_NUMEL', 1)
+    monkeypatch.setattr(flat_mod, 'FLAT_MAX_NUMEL', 1)
     model = Net()
     runner = type('R', (), {'model': model, 'iter': 0})()
     hook = EMAHook(momentum=0.5)

@@ -27,7 +27,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ...._compat_registry import MMDET_HOOKS
-from ....core import kernels
+from ....core import kernels, swap
 from ....core.checks import require
 from ....core.wrappers import unwrap
 from ....mmcv.runner.hooks.hook import Hook
@@ -134,7 +134,7 @@ class BaseEMAHook(Hook):
         where = self.__dict__.setdefault('_owner_where', {})
         names = list(self.model_parameters)
         for i, numel in enumerate(map(torch.Tensor.numel, vals)):
-            if numel < kernels.EXCHANGE_MIN_NUMEL:
+            if numel < swap.EXCHANGE_MIN_NUMEL:
                 continue
             name, val = names[i], vals[i]
             owner = None

@@ -1,0 +1,151 @@
+"""The flat buffer of small destinations (``TensorPairs.flatten_small_destinations``).
+
+On CPU every per-tensor op costs a few microseconds, which dominates for small
+tensors. The owner of a set of destinations (a hook's ``ema_*`` buffers, an
+averaged model's parameters) may let the fast path move the small ones into one
+flat buffer per dtype, so an update runs one op per buffer (or per batch of
+gathered sources) instead of one per tensor. For float32/float64 the vector
+body and the scalar tail of the CPU kernels round alike, so where an element
+sits in the buffer cannot change its result (``tests/test_kernels_flat.py``,
+odd sizes, 1 and 2 threads). ``COMPAT_EMA_FLAT=0`` (or :data:`FLAT_MAX_NUMEL` = 0)
+turns it off.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .batching import HAS_FOREACH_LERP, batches, groups
+from .ownership import exclusive
+
+__all__ = ['FLAT_MAX_NUMEL', 'FlatSmall']
+
+#: Dtypes whose CPU ``mul_`` by a scalar may run on one flat buffer: their scalar
+#: tail and vector body round alike, so where a tensor starts in the buffer cannot
+#: change a bit (float16/bfloat16 tails differ; see ``tests/test_kernels.py``).
+_FLAT_DTYPES = (torch.float32, torch.float64)
+_DATA_PTR = Tensor.data_ptr
+_NUMEL = Tensor.numel
+
+#: Destinations under this many elements may be re-pointed into a flat buffer by
+#: :meth:`~compat_ema.core.kernels.TensorPairs.flatten_small_destinations` (where the per-tensor cost of
+#: ``mul_`` dominates). Larger ones keep their own storage, which is what lets
+#: :func:`~compat_ema.core.swap.swap_` exchange them.
+FLAT_MAX_NUMEL = 0 if os.environ.get('COMPAT_EMA_FLAT', '').lower() in ('0', 'off') else 1 << 13
+
+
+class FlatSmall:
+    """Small CPU destination tensors re-pointed into one flat buffer per dtype.
+
+    Built once by :meth:`compat_ema.core.kernels.TensorPairs.flatten_small_destinations`: each adopted
+    destination (a plain, contiguous, exclusively owned CPU float32/float64
+    tensor under :data:`FLAT_MAX_NUMEL` elements, the proof
+    :func:`~compat_ema.core.ownership.exchangeable` uses) gets its values copied into a slice of a new flat
+    buffer and its storage re-pointed there (``dst.data = view``), so one
+    ``mul_`` on the flat buffer scales all of them. Destinations whose source
+    is 1-D come first: their sources are gathered with ``torch.cat`` into a
+    scratch buffer (one call per :data:`~compat_ema.core.batching.BATCH_BYTES`, so the scratch is
+    bounded) and added (or, in a swap, exchanged) with one op per batch; the
+    others get a foreach ``add_``. ``ptrs`` records where each destination must
+    still live; a call that finds otherwise drops the plan.
+    """
+
+    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'numels',
+                 'scratch')
+
+    def __init__(self, pairs):
+        self.flats: List[Tensor] = []
+        self.dst: List[Tensor] = []
+        self.src: List[Tensor] = []
+        #: (sources, destinations, their slice of the flat buffer) per gathered batch
+        self.gathers: List[Tuple[List[Tensor], List[Tensor], Tensor, Tensor]] = []
+        #: (destinations, sources) added per tensor
+        self.tail: Tuple[List[Tensor], List[Tensor]] = ([], [])
+        picked = set()
+        planned = []
+        for dtype in _FLAT_DTYPES:
+            idx = [i for i, d in enumerate(pairs.dst)
+                   if d.dtype == dtype and d.device.type == 'cpu' and 0 < d.numel() < FLAT_MAX_NUMEL
+                   and d.is_contiguous() and exclusive(d)]
+            if len(idx) < 2:
+                continue
+            idx.sort(key=lambda i: pairs.src[i].dim() != 1)  # 1-D sources first (stable)
+            dst = [pairs.dst[i] for i in idx]
+            src = [pairs.src[i] for i in idx]
+            flat = torch.empty(sum(d.numel() for d in dst), dtype=dtype)
+            for d, view in zip(dst, flat.split([d.numel() for d in dst])):
+                view = view.view(d.shape)
+                view.copy_(d)
+                d.data = view
+            self.flats.append(flat)
+            self.dst += dst
+            self.src += src
+            picked.update(idx)
+            n1 = sum(1 for t in src if t.dim() == 1)
+            start = 0
+            for d_batch, s_batch in batches(dst[:n1], src[:n1]):
+                n = sum(d.numel() for d in d_batch)
+                planned.append((s_batch, d_batch, flat[start:start + n]))
+                start += n
+            self.tail[0].extend(dst[n1:])
+            self.tail[1].extend(src[n1:])
+        # one scratch buffer shared by all batches: BATCH_BYTES, or one tensor if larger
+        self.scratch = torch.empty(max([v.nbytes for _, _, v in planned], default=0), dtype=torch.uint8)
+        self.gathers = [(s_batch, d_batch, view, self.scratch[:view.nbytes].view(view.dtype))
+                        for s_batch, d_batch, view in planned]
+        self.numels = [list(map(_NUMEL, g[0])) for g in self.gathers]
+        self.ptrs = list(map(_DATA_PTR, self.dst))
+        rest = [i for i in range(len(pairs.dst)) if i not in picked]
+        self.rest_groups = list(groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values())
+        self.rest = [b for e_list, s_list in self.rest_groups for b in batches(e_list, s_list)]
+
+    def holds(self) -> bool:
+        """Every adopted destination still lives where it was put and every gathered
+        source still has its size (a source that changed shape otherwise makes
+        ``cat`` or ``add_`` fail, as upstream's ``add_`` does)."""
+        return list(map(_DATA_PTR, self.dst)) == self.ptrs and all(
+            list(map(_NUMEL, g[0])) == numels for g, numels in zip(self.gathers, self.numels))
+
+    def mul_add_(self, keep: float, momentum: float) -> None:
+        for buf in self.flats:
+            buf.mul_(keep)
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.add_(scratch, alpha=momentum)
+        if self.tail[0]:
+            torch._foreach_add_(self.tail[0], self.tail[1], alpha=momentum)
+
+    def lerp_(self, weight: float) -> None:
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.lerp_(scratch, weight)
+        if self.tail[0]:
+            lerp_many(self.tail[0], self.tail[1], weight)
+
+    def swa_add_(self, alpha: float) -> None:
+        for s_batch, _, view, scratch in self.gathers:
+            torch.cat(s_batch, out=scratch)
+            view.add_(scratch.sub_(view), alpha=alpha)  # scratch = s - a, as upstream's s - a
+        if self.tail[0]:
+            diff = torch._foreach_sub(self.tail[1], self.tail[0])
+            torch._foreach_add_(self.tail[0], diff, alpha=alpha)
+
+    def swap_batches_(self, chosen: Sequence[Tuple[List[Tensor], List[Tensor], Tensor, Tensor]]) -> None:
+        """Swap gathered batches ``(source .data aliases, destinations, flat slice, scratch)``:
+        ``scratch = cat(sources)``, ``sources <- destinations``, ``flat slice <- scratch``."""
+        for xs, ds, view, scratch in chosen:
+            torch.cat(xs, out=scratch)
+            torch._foreach_copy_(xs, ds)
+            view.copy_(scratch)
+
+
+
+def lerp_many(dst: List[Tensor], src: List[Tensor], weight: float) -> None:
+    if HAS_FOREACH_LERP:
+        torch._foreach_lerp_(dst, src, weight)
+    else:
+        for a, s in zip(dst, src):
+            a.lerp_(s, weight)
