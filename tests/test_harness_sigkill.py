@@ -74,6 +74,10 @@ def test_sigkill_mid_training_then_resume_in_a_fresh_process(tmp_path):
     # killed mid-training: only the first checkpoint exists
     assert sorted(p.name for p in mmcv_dir.glob('*.pth')) == ['epoch_1.pth', 'latest.pth']
     assert sorted(p.name for p in engine_dir.glob('*.pth')) == ['iter_2.pth']
+    ready, _, _ = select.select([resumer.stdout], [], [], 300)  # never block the suite
+    if not ready:
+        resumer.kill()
+        raise AssertionError('the resuming child did not get ready in 300 s')
     assert resumer.stdout.readline().strip() == 'READY'
     stdout, stderr = resumer.communicate('GO\n', timeout=300)
     assert resumer.returncode == 0, stderr[-3000:]

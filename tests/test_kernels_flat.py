@@ -269,7 +269,7 @@ def test_env_switch_keeps_every_buffer_in_its_own_storage():
     for value, want in (('0', 'True True'), ('', 'False False')):
         env = dict(os.environ, COMPAT_EMA_FLAT=value)
         out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
-                             text=True, check=True).stdout.split()
+                             text=True, check=True, timeout=120).stdout.split()
         assert ' '.join(out) == want, (value, out)
 
 
