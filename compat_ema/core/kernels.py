@@ -214,33 +214,3 @@ def swa_add_(avg: Sequence[Tensor], src: Sequence[Tensor], alpha: float,
 def copy_(dst: Sequence[Tensor], src: Sequence[Tensor], fast: Optional[bool] = None) -> None:
     """``d.copy_(s)`` for each pair, in order."""
     TensorPairs(dst, src).copy_(fast)
-
-
-def mul_add_(ema: Sequence[Tensor], src: Sequence[Tensor], momentum: float,
-             fast: Optional[bool] = None) -> None:
-    """``e.mul_(1 - momentum).add_(s, alpha=momentum)`` for each pair (mmcv/mmdet).
-
-    ``1 - momentum`` is computed once in Python double precision, exactly as
-    the upstream expression does, and both scalars reach the kernels as doubles.
-    The result equals mmcv's deprecated ``add_(momentum, tensor)`` form without
-    calling that overload. ``src`` may hold parameters themselves: they are
-    only read, under ``no_grad``.
-    """
-    TensorPairs(ema, src).mul_add_(momentum, fast)
-
-
-def lerp_(avg: Sequence[Tensor], src: Sequence[Tensor], weight: float,
-          fast: Optional[bool] = None) -> None:
-    """``a.lerp_(s, weight)`` for each pair (mmengine ``ExponentialMovingAverage``)."""
-    TensorPairs(avg, src).lerp_(weight, fast)
-
-
-def swa_add_(avg: Sequence[Tensor], src: Sequence[Tensor], alpha: float,
-             fast: Optional[bool] = None) -> None:
-    """``a.add_(s - a, alpha=alpha)`` for each pair (mmengine ``StochasticWeightAverage``)."""
-    TensorPairs(avg, src).swa_add_(alpha, fast)
-
-
-def copy_(dst: Sequence[Tensor], src: Sequence[Tensor], fast: Optional[bool] = None) -> None:
-    """``d.copy_(s)`` for each pair, in order."""
-    TensorPairs(dst, src).copy_(fast)
