@@ -30,3 +30,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_oracle)
         if 'gpu' in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def threads(request):
+    """``torch.set_num_threads(request.param)`` for the test (parametrize with ``indirect=True``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)

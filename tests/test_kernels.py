@@ -39,14 +39,6 @@ def exchange_small_tensors(monkeypatch):
     monkeypatch.setattr(flat_mod, 'FLAT_MAX_NUMEL', 1)
 
 
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def random_tensors(rng: random.Random, dtype, device='cpu', n=12):
     """Random shapes incl. 0-d, empty, odd sizes, a >32768-element one, non-contiguous views."""
     out = []

@@ -28,14 +28,6 @@ needs_flat = pytest.mark.skipif(ownership.USE_COUNT is None,
                                 reason='no storage use counts in this torch: the flat buffer never engages')
 
 
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _pairs(seed, dtype, n=40):
     """Destinations of random sizes (odd ones, not multiples of any vector width), 1-D and
     N-D sources, plus tensors the flat buffer must leave alone: a large one, a bfloat16 one,
