@@ -10,7 +10,7 @@ a batch at a time, and everything else is copied as upstream does.
 from __future__ import annotations
 
 import operator
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -19,6 +19,9 @@ from .batching import HAS_FOREACH_COPY, batches
 from .flags import exchange_swap_enabled, use_fast
 from .flat import FlatSmall
 from .ownership import BASE_USE, USE_COUNT, exchangeable, same_view, storage_key
+
+if TYPE_CHECKING:
+    from .kernels import TensorPairs
 
 __all__ = ['EXCHANGE_MIN_NUMEL', 'BATCH_COPIES_ON_CPU', 'swap_']
 
@@ -40,7 +43,7 @@ _DATA = operator.attrgetter('data')
 
 
 def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
-          aliases: Iterable[Tensor] = (), pairs=None) -> None:
+          aliases: Iterable[Tensor] = (), pairs: Optional['TensorPairs'] = None) -> None:
     """Exchange the contents of each pair, as upstream's swap loops do.
 
     Upstream: ``tmp = x.data.clone(); x.data.copy_(y.data); y.data.copy_(tmp)``
@@ -48,8 +51,8 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
     and registered buffers), not ``.data`` aliases, to let the fast path
     exchange storages: ``x.data, y.data = y.data, x.data`` costs no memory
     traffic and gives every holder of ``x`` or ``y`` the same values as the
-    copies would (:func:`~compat_ema.core.ownership.exchangeable` says when that holds; an exchangeable
-    tensor shares memory with no other tensor, so exchanging it out of order
+    copies would (:func:`~compat_ema.core.ownership.exchangeable` says when that holds; an
+    exchangeable tensor shares memory with no other tensor, so exchanging it out of order
     cannot change any other pair). ``aliases`` are detached tensors that must
     keep sharing storage with an owner they alias (mmdet's ``state_dict()``-based
     tracking, mmengine's ``avg_parameters``): they are re-pointed after the
@@ -96,8 +99,8 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
                     if memo is None:
                         if alias_map is None:
                             alias_map = {}
-                            for t in aliases:
-                                if t.numel() >= EXCHANGE_MIN_NUMEL:  # aliases of smaller owners are never needed
+                            for t in aliases:  # aliases of smaller owners are never needed
+                                if t.numel() >= EXCHANGE_MIN_NUMEL:
                                     alias_map.setdefault(storage_key(t), []).append(t)
                         memo = _try_exchange(xs[i], ys[i], alias_map)
                     if memo is not None:
@@ -206,7 +209,8 @@ def _exchange_again(memo: tuple, x: Tensor, y: Tensor):
     """Repeat an exchange of this very pair if it is provably still in the state the last
     one left (same objects, addresses, storage sizes, shape, strides, dtype; the same
     holders by use count; aliases still on their storage; not in shared memory): every
-    premise :func:`~compat_ema.core.ownership.exchangeable` checked still holds. Returns the new state, or None."""
+    premise :func:`~compat_ema.core.ownership.exchangeable` checked still holds. Returns the
+    new state, or None."""
     mx, my, xa, ya, xp, yp, size, stride, dtype, xn, yn = memo
     if mx is not x or my is not y or x.data_ptr() != xp or y.data_ptr() != yp:
         return None

@@ -140,7 +140,8 @@ class BaseAveragedModel(nn.Module):
             self.__dict__['_compat_plan'] = plan
         # confirmed by the walks just now: snapshot both trees for the next calls
         snaps = ModuleSnapshot.take(model), ModuleSnapshot.take(self.module)
-        plan.update(model=weakref.ref(model), keys_t=tuple(keys), avg_ids=tuple(map(id, self.avg_parameters.values())),
+        plan.update(model=weakref.ref(model), keys_t=tuple(keys),
+                    avg_ids=tuple(map(id, self.avg_parameters.values())),
                     snaps=snaps if None not in snaps else None)
         return self._on_one_device(plan)
 
