@@ -23,16 +23,16 @@ from .ownership import exclusive
 
 __all__ = ['FLAT_MAX_NUMEL', 'FlatSmall']
 
-#: Dtypes whose CPU ``mul_`` by a scalar may run on one flat buffer: their scalar
-#: tail and vector body round alike, so where a tensor starts in the buffer cannot
-#: change a bit (float16/bfloat16 tails differ; see ``tests/test_kernels.py``).
+#: Dtypes whose CPU kernels may run on one flat buffer: their scalar tail and vector
+#: body round alike, so where a tensor starts in the buffer cannot change a bit
+#: (``tests/test_kernels_flat.py``; float16/bfloat16 tails of ``add_`` differ).
 _FLAT_DTYPES = (torch.float32, torch.float64)
 _DATA_PTR = Tensor.data_ptr
 _NUMEL = Tensor.numel
 
 #: Destinations under this many elements may be re-pointed into a flat buffer by
-#: :meth:`~compat_ema.core.kernels.TensorPairs.flatten_small_destinations` (where the per-tensor cost of
-#: ``mul_`` dominates). Larger ones keep their own storage, which is what lets
+#: :meth:`~compat_ema.core.kernels.TensorPairs.flatten_small_destinations` (where the
+#: per-tensor cost of each op dominates). Larger ones keep their own storage, which is what lets
 #: :func:`~compat_ema.core.swap.swap_` exchange them.
 FLAT_MAX_NUMEL = 0 if os.environ.get('COMPAT_EMA_FLAT', '').lower() in ('0', 'off') else 1 << 13
 
@@ -40,14 +40,15 @@ FLAT_MAX_NUMEL = 0 if os.environ.get('COMPAT_EMA_FLAT', '').lower() in ('0', 'of
 class FlatSmall:
     """Small CPU destination tensors re-pointed into one flat buffer per dtype.
 
-    Built once by :meth:`compat_ema.core.kernels.TensorPairs.flatten_small_destinations`: each adopted
-    destination (a plain, contiguous, exclusively owned CPU float32/float64
-    tensor under :data:`FLAT_MAX_NUMEL` elements, the proof
-    :func:`~compat_ema.core.ownership.exchangeable` uses) gets its values copied into a slice of a new flat
-    buffer and its storage re-pointed there (``dst.data = view``), so one
-    ``mul_`` on the flat buffer scales all of them. Destinations whose source
-    is 1-D come first: their sources are gathered with ``torch.cat`` into a
-    scratch buffer (one call per :data:`~compat_ema.core.batching.BATCH_BYTES`, so the scratch is
+    Built once by :meth:`compat_ema.core.kernels.TensorPairs.flatten_small_destinations`:
+    each adopted destination (a plain, contiguous, exclusively owned CPU
+    float32/float64 tensor under :data:`FLAT_MAX_NUMEL` elements, the proof
+    :func:`~compat_ema.core.ownership.exchangeable` uses) gets its values copied
+    into a slice of a new flat buffer and its storage re-pointed there
+    (``dst.data = view``), so one ``mul_`` on the flat buffer scales all of
+    them. Destinations whose source is 1-D come first: their sources are
+    gathered with ``torch.cat`` into a scratch buffer (one call per
+    :data:`~compat_ema.core.batching.BATCH_BYTES`, so the scratch is
     bounded) and added (or, in a swap, exchanged) with one op per batch; the
     others get a foreach ``add_``. ``ptrs`` records where each destination must
     still live; a call that finds otherwise drops the plan.
