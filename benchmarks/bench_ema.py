@@ -191,14 +191,8 @@ def make_work(work: str, classes, model: nn.Module) -> Callable[[], None]:
         ema.update_parameters(model)  # the first call copies; time the averaging calls
         return lambda: ema.update_parameters(model)
     # swaps are timed as they happen in training: after updates (two here)
-    if work == 'mmcv swap':
-        hook = classes['mmcv'](momentum=0.0002)
-        hook.before_run(runner)
-        for _ in range(2):
-            hook.after_train_iter(runner)
-        return hook._swap_ema_parameters
-    if work == 'mmdet swap':
-        hook = classes['mmdet'](momentum=0.0002)
+    if work in ('mmcv swap', 'mmdet swap'):
+        hook = classes[work.split()[0]](momentum=0.0002)
         hook.before_run(runner)
         for _ in range(2):
             hook.after_train_iter(runner)
