@@ -77,7 +77,7 @@ def run_generation(name: str, hook, epochs: int, iters_per_epoch: int, seed: int
                 ema = hook.ema_model.module.fc.weight[0, 0].item()
             else:
                 hook.after_train_iter(runner)
-                ema = model.ema_fc_weight[0, 0].item()
+                ema = model.ema_fc_weight[0, 0].item()  # type: ignore[index]
             rows.append((used, ema))
         if name != 'mmengine':
             hook.after_train_epoch(runner)

@@ -8,7 +8,7 @@ provably exclusive and every caller keeps upstream's in-place copies.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 __all__ = ['USE_COUNT', 'BASE_USE', 'exchangeable', 'exclusive', 'owns_exactly', 'same_view',
            'storage_key']
 
-USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)
+USE_COUNT: Optional[Callable[[int], int]] = getattr(torch._C, '_storage_Use_Count', None)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -66,7 +66,7 @@ def owns_exactly(t: Tensor, storage, holders: int) -> bool:
         return False
     if t.device.type == 'cpu' and storage.is_shared():
         return False  # another process maps it (share_memory / hogwild)
-    return USE_COUNT(storage._cdata) == BASE_USE + holders - 1
+    return USE_COUNT is not None and USE_COUNT(storage._cdata) == BASE_USE + holders - 1
 
 
 def exclusive(t: Tensor) -> bool:

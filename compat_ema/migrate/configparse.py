@@ -178,7 +178,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
         except Exception as exc:  # noqa: BLE001 - report any arithmetic failure
             raise _Unsupported(node, f'cannot compute {type(node.op).__name__}: {exc}') from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
-        return _UNOPS[type(node.op)](_eval(node.operand, names, src))
+        return _UNOPS[type(node.op)](_eval(node.operand, names, src))  # type: ignore[operator]
     if isinstance(node, ast.Subscript):
         base = _eval(node.value, names, src)
         index = node.slice
@@ -247,9 +247,9 @@ def parse_source(text: str, path: str = '<config>') -> SourceFile:
             except _Unsupported as exc:
                 value = Unevaluated(path, getattr(exc.node, 'lineno', stmt.lineno), exc.reason)
             for target in stmt.targets:
-                names[target.id] = value
-                src.assigns[target.id] = stmt
-                if target.id == '_base_':
+                names[target.id] = value  # type: ignore[attr-defined]
+                src.assigns[target.id] = stmt  # type: ignore[attr-defined]
+                if target.id == '_base_':  # type: ignore[attr-defined]
                     src.base_node = stmt
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
             try:
