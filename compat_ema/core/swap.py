@@ -32,6 +32,10 @@ EXCHANGE_MIN_NUMEL = 1 << 13
 #: faster (``benchmarks/RESULTS.md``); on other devices it saves three launches per pair.
 BATCH_COPIES_ON_CPU = False
 
+#: Remember each exchange in the ``pairs`` given to :func:`swap_`, so that swapping the same
+#: objects back re-checks only what could have changed (off: the full proof every time).
+EXCHANGE_MEMO = True
+
 
 _NUMEL = Tensor.numel
 _DATA_PTR = Tensor.data_ptr
@@ -87,7 +91,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
         if exchange_swap_enabled() and USE_COUNT is not None:
             alias_map: Optional[Dict[int, List[Tensor]]] = None
-            memos = pairs._exchanged if pairs is not None else {}
+            memos = pairs._exchanged if pairs is not None and EXCHANGE_MEMO else {}
             kept = []
             for i, numel in zip(rest, map(_NUMEL, [xs[i] for i in rest])):
                 if numel >= EXCHANGE_MIN_NUMEL:
