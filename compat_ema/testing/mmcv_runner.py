@@ -1,6 +1,6 @@
-"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner`` (RUNNER_SPEC Part A).
+"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner`` (docs/runner-behaviour.md#mmcv-16-runners).
 
-What they reproduce, call for call (checklist RUNNER_SPEC D, mmcv part):
+What they reproduce, call for call (docs/runner-behaviour.md#fake-runner-checklist, mmcv part):
 
 * counters: ``iter``/``epoch``/``inner_iter`` are read-only views of private
   fields; the epoch runner sets ``inner_iter = i`` before ``before_train_iter``,
@@ -199,7 +199,7 @@ class BaseRunner:
         hook_scope: registry scope for hook configs; 'mmdet' (a child of
             'mmcv') resolves both mmcv's and mmdet's names.
         warn_ema: issue :class:`EMASetupWarning` at ``run()`` when the EMA
-            hooks' priority and the resume path lose EMA history (RUNNER_SPEC B.6).
+            hooks' priority and the resume path lose EMA history (docs/runner-behaviour.md#resume-matrix).
     """
 
     def __init__(self, model: nn.Module, batch_processor: Optional[Callable] = None,
@@ -353,7 +353,7 @@ class BaseRunner:
     def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = 'cpu',
                         strict: bool = False,
                         revise_keys: List = [(r'^module.', '')]) -> Dict:
-        """Non-strict load into ``self.model`` (RUNNER_SPEC A.9)."""
+        """Non-strict load into ``self.model`` (docs/runner-behaviour.md#mmcv-load-checkpoint)."""
         return mmcv_checkpoint.load_checkpoint(self.model, filename, map_location, strict,
                                                self.logger, revise_keys=revise_keys)
 
@@ -428,7 +428,7 @@ class BaseRunner:
 
 
 class EpochBasedRunner(BaseRunner):
-    """``mmcv.runner.EpochBasedRunner`` (RUNNER_SPEC A.2, A.3)."""
+    """``mmcv.runner.EpochBasedRunner`` (docs/runner-behaviour.md#mmcv-epoch-runner, docs/runner-behaviour.md#mmcv-workflows)."""
 
     def train(self, data_loader: Sequence, **kwargs) -> None:
         self.model.train()
@@ -532,7 +532,7 @@ class IterLoader:
 
 
 class IterBasedRunner(BaseRunner):
-    """``mmcv.runner.IterBasedRunner`` (RUNNER_SPEC A.4, A.8)."""
+    """``mmcv.runner.IterBasedRunner`` (docs/runner-behaviour.md#mmcv-iter-runner, docs/runner-behaviour.md#mmcv-resume)."""
 
     def train(self, data_loader: IterLoader, **kwargs) -> None:
         self.model.train()

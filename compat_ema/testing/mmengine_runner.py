@@ -1,6 +1,6 @@
-"""A fake of mmengine 0.10.7's ``Runner`` and loops (RUNNER_SPEC Part C).
+"""A fake of mmengine 0.10.7's ``Runner`` and loops (docs/runner-behaviour.md#mmengine-0107-runner-and-loops).
 
-What it reproduces (checklist RUNNER_SPEC D, mmengine part):
+What it reproduces (docs/runner-behaviour.md#fake-runner-checklist, mmengine part):
 
 * entry points: ``train()`` builds the loops and the optim wrapper, fires
   ``before_run``, then ``load_or_resume()``, the loop, ``after_run``;
@@ -289,7 +289,7 @@ class _BaseLoop:
 
 
 class EpochBasedTrainLoop(_BaseLoop):
-    """``mmengine.runner.EpochBasedTrainLoop`` (RUNNER_SPEC C.2)."""
+    """``mmengine.runner.EpochBasedTrainLoop`` (docs/runner-behaviour.md#mmengine-epoch-loop)."""
 
     def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
                  val_interval: int = 1):
@@ -357,7 +357,7 @@ class _InfiniteIterator:
 
 
 class IterBasedTrainLoop(_BaseLoop):
-    """``mmengine.runner.IterBasedTrainLoop`` (RUNNER_SPEC C.3)."""
+    """``mmengine.runner.IterBasedTrainLoop`` (docs/runner-behaviour.md#mmengine-iter-loop)."""
 
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
                  val_interval: int = 1000):
@@ -701,7 +701,7 @@ class Runner:
 
     # -- checkpoints ------------------------------------------------------------
     def load_or_resume(self) -> None:
-        """Once per runner: resume (explicit or auto) or load weights (RUNNER_SPEC C.7)."""
+        """Once per runner: resume (explicit or auto) or load weights (docs/runner-behaviour.md#mmengine-resume)."""
         if self._has_loaded:
             return
         resume_from = None
