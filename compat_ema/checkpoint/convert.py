@@ -1,7 +1,7 @@
 """Convert EMA checkpoints between mmcv 1.x, mmdet 2.x and mmengine 0.x.
 
 No upstream counterpart: OpenMMLab ships no converter between these layouts
-(UPSTREAM_NOTES "Migration facts"). Inputs are loaded safely
+(docs/upstream-quirks.md#migration-facts). Inputs are loaded safely
 (:mod:`.safe_load`), validated completely, and only then written atomically
 (:mod:`.atomic`), so a failure leaves no output.
 """

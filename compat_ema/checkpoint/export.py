@@ -1,7 +1,7 @@
 """Export the EMA weights of a checkpoint of any generation as a plain state dict.
 
 No upstream counterpart: mmdet's publishing scripts simply drop the ``ema_*``
-keys / ``ema_state_dict`` (UPSTREAM_NOTES, "Migration facts"), which keeps
+keys / ``ema_state_dict`` (docs/upstream-quirks.md#migration-facts), which keeps
 the *raw* weights in mmcv NORMAL-priority files. Here the EMA side is found
 as for conversion (with the evidence reported) and written atomically.
 """

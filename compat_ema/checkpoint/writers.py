@@ -86,7 +86,7 @@ def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps,
 
 
 def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
-    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (RUNNER_SPEC C.6/C.9).
+    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook).
 
     ``state_dict`` = EMA weights (raw for untracked keys, as mmengine's
     ``update_buffers=False`` copies buffers), ``ema_state_dict`` = ``steps`` +
@@ -162,7 +162,7 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
     priority; below 50 the parameters hold the EMA (the epoch-end swap came
     first). Default for an epoch-based target: parameters hold the EMA, the one
     layout that the legacy hooks' ``resume_from`` continues correctly
-    (RUNNER_SPEC B.6); an iteration-based target never swaps.
+    (docs/runner-behaviour.md#resume-matrix); an iteration-based target never swaps.
     """
     if family not in ('mmcv', 'mmdet'):
         raise CheckpointError(f'unknown legacy family {family!r}')
@@ -215,7 +215,7 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             swapped = True
             notes.append('target layout: parameters hold the EMA, ema_* the raw weights (as '
                          'saved by a hook at priority < 50): resume it with the EMA hook\'s '
-                         'resume_from, which swaps them back (RUNNER_SPEC B.6)')
+                         'resume_from, which swaps them back (docs/runner-behaviour.md#resume-matrix)')
         ema_keys = {}
         for k in tracked:
             ema_keys[k] = ema_name(k)

@@ -19,7 +19,7 @@ attribute                 used by
 ``resume(path)``          mmcv/mmdet hooks' ``before_run`` when ``resume_from`` is set
 ========================  ==========================================================
 
-Counter conventions are those of the real runners (RUNNER_SPEC.md): in
+Counter conventions are those of the real runners (docs/runner-behaviour.md): in
 ``after_train_iter`` ``iter`` is the index of the iteration just done; mmcv
 calls ``before_train_epoch``/``after_train_epoch`` (the swap points) only in its
 epoch-based runner. :class:`SimpleRunner` is the smallest object that satisfies
