@@ -137,7 +137,7 @@ class LegacyAveragedModel(BaseAveragedModel):
             if type(self).avg_func is not LegacyAveragedModel.avg_func:
                 steps = torch.tensor(it, dtype=torch.long)  # a subclass's own rule, per tensor
                 for a, s in zip(averaged, sources):
-                    self.avg_func(a, s, steps)  # type: ignore[arg-type]
+                    self.avg_func(a, s, steps)
             else:
                 kernels.mul_add_(averaged, sources, momentum)
         if not self.update_buffers:

@@ -67,7 +67,7 @@ class EpochBasedTrainLoop(_BaseLoop):
 
     def run_iter(self, idx: int, data_batch: Any) -> None:
         self.runner.call_hook('before_train_iter', batch_idx=idx, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)  # type: ignore[operator]
+        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
         self.runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,
                               outputs=outputs)
         self._iter += 1
@@ -133,7 +133,7 @@ class IterBasedTrainLoop(_BaseLoop):
 
     def run_iter(self, data_batch: Any) -> None:
         self.runner.call_hook('before_train_iter', batch_idx=self._iter, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)  # type: ignore[operator]
+        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
         self.runner.call_hook('after_train_iter', batch_idx=self._iter, data_batch=data_batch,
                               outputs=outputs)
         self._iter += 1
