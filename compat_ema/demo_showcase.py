@@ -159,8 +159,10 @@ def _artefacts(name, legacy, out, lines, legacy_entry, native_entry) -> None:
     else:
         conv = os.path.join(out, f'{name}_epoch_{EPOCHS}_as_mmengine.pth')
         exp = os.path.join(out, f'{name}_epoch_{EPOCHS}_ema_weights.pth')
-        convert(last, conv, to='mmengine', force=True)
-        export_ema(last, exp, force=True)
+        # mmcv files do not record the hook priority: say it (the side of the EMA depends on it)
+        priority = legacy_entry.get('priority', 'NORMAL')
+        convert(last, conv, to='mmengine', force=True, source_priority=priority)
+        export_ema(last, exp, force=True, priority=priority)
         lines.append(f'  checkpoints: {os.path.relpath(conv)} (mmengine layout), '
                      f'{os.path.relpath(exp)} (EMA weights only)')
     from .migrate.hookspec import classify

@@ -156,10 +156,9 @@ def test_mmdet_side_detected_from_integer_buffers(name):
     assert rep.generation == 'mmdet'
 
 
-def test_legacy_side_assumed_without_evidence_and_overridable():
+def test_legacy_side_unknown_without_evidence_and_overridable():
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth')
-    assert any('ASSUMED' in e for e in rep.evidence)
-    assert rep.ema_side.startswith('ema_* buffers')
+    assert rep.ema_side.startswith('UNKNOWN')
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth', priority=49)
     assert rep.ema_side.startswith('model keys')
     rep = C.inspect(REF / 'mmcv_iter_normal.pth', priority=49)   # iter runner never swaps
@@ -223,7 +222,7 @@ def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
 def test_mmcv_to_mmdet_and_back(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     a, b = tmp_path / 'det.pth', tmp_path / 'cv.pth'
-    C.convert(REF / name, a, to='mmdet', skip_buffers=False)
+    C.convert(REF / name, a, to='mmdet', skip_buffers=False, source_priority='NORMAL')
     sd = raw_load(a)['state_dict']
     src = raw_load(REF / name)['state_dict']
     assert 'ema_bn_running_mean' in sd and 'ema_bn_num_batches_tracked' in sd
@@ -240,7 +239,7 @@ def test_mmcv_to_mmdet_and_back(tmp_path):
 def test_target_priority_changes_layout(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     out = tmp_path / 'p49.pth'
-    C.convert(REF / name, out, to='mmcv', target_priority=49)
+    C.convert(REF / name, out, to='mmcv', target_priority=49, source_priority='NORMAL')
     raw, ema, _ = legacy_sides(name)
     sd = raw_load(out)['state_dict']
     for k in raw:
@@ -275,7 +274,7 @@ def test_legacy_serialization_format_reported_and_converted(tmp_path):
     assert C.detect_serialization(old) == 'legacy'
     assert C.inspect(old).serialization.startswith('legacy non-zip')
     out = tmp_path / 'e.pth'
-    C.convert(old, out, to='mmengine')
+    C.convert(old, out, to='mmengine', source_priority='NORMAL')
     assert C.detect_serialization(out) == 'zip'
 
 

@@ -13,9 +13,12 @@ def _run(args: argparse.Namespace) -> int:
     res = convert(args.src, args.dst, to=args.to, force=args.force,
                   model_keys=read_keys(args.model_keys), param_keys=read_keys(args.param_keys),
                   source_priority=args.source_priority, target_priority=args.target_priority,
-                  skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust)
+                  skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust,
+                  strict=args.strict)
     if not args.quiet:
         print(res.format())
+    elif res.warnings:   # warnings are never silenced
+        print('\n'.join(f'WARNING: {w}' for w in res.warnings))
     return 0
 
 
@@ -34,6 +37,9 @@ def register(sub) -> None:
     p.add_argument('--param-keys', metavar='FILE',
                    help="text file with the model's parameter names (mmcv tracks parameters "
                         'only); default: guessed from names and dtypes')
+    p.add_argument('--strict', action='store_true',
+                   help='refuse (exit 1, nothing written) where the result might not be exactly '
+                        'what the upstream needs to continue the run (every WARNING line)')
     p.add_argument('-q', '--quiet', action='store_true')
     add_source_options(p)
     p.set_defaults(func=lambda a: run_guarded('convert', _run, a))

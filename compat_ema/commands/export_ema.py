@@ -9,9 +9,12 @@ from ._checkpoint_cli import add_source_options, read_keys, run_guarded
 def _run(args: argparse.Namespace) -> int:
     from ..checkpoint import export_ema
     res = export_ema(args.src, args.dst, force=args.force, model_keys=read_keys(args.model_keys),
-                     priority=args.source_priority, by_epoch=args.by_epoch, trust=args.trust)
+                     priority=args.source_priority, by_epoch=args.by_epoch, trust=args.trust,
+                     strict=args.strict)
     if not args.quiet:
         print(res.format())
+    elif res.warnings:   # warnings are never silenced
+        print('\n'.join(f'WARNING: {w}' for w in res.warnings))
     return 0
 
 
@@ -21,6 +24,9 @@ def register(sub) -> None:
     p.add_argument('src', metavar='IN')
     p.add_argument('dst', metavar='OUT')
     p.add_argument('--force', action='store_true', help='replace an existing OUT')
+    p.add_argument('--strict', action='store_true',
+                   help='refuse (exit 1, nothing written) where the result might not be exactly '
+                        'what the upstream needs to continue the run (every WARNING line)')
     p.add_argument('-q', '--quiet', action='store_true')
     add_source_options(p)
     p.set_defaults(func=lambda a: run_guarded('export-ema', _run, a))
