@@ -6,6 +6,10 @@ import os
 import sys
 
 
+def _one_line(exc: Exception) -> str:
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..migrate import report as rep
     from ..migrate.configparse import ConfigError
@@ -22,12 +26,12 @@ def _run(args: argparse.Namespace) -> int:
                              keep_unknown=args.keep_unknown, generation=args.generation,
                              legacy_swap=args.legacy_swap)
     except (ConfigError, UnknownKeysError, AmbiguousHookError, UnsupportedHooks,
-            OutputExists, ValueError) as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
+            OutputExists, ValueError) as exc:   # refused input: one line, exit 1
+        print(f'compat-ema migrate: error: {_one_line(exc)}', file=sys.stderr)
+        return 1
     if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
         print('compat-ema migrate: error: --iters and --sim-iters must be >= 1', file=sys.stderr)
-        return 2
+        return 2   # a usage error
     print(rep.migration_report(mig, sim_iters=args.sim_iters))
     if not mig.changed:
         print('nothing to migrate: no mmcv 1.x / mmdet 2.x EMA hook in custom_hooks; '
@@ -48,8 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         write_migration(mig, out, force=args.force)
     except OutputExists as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
+        print(f'compat-ema migrate: error: {_one_line(exc)}', file=sys.stderr)
+        return 1
     print(f'wrote {out}')
     return 0
 

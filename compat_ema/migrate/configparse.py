@@ -27,8 +27,11 @@ the source text of exactly that entry.
 from __future__ import annotations
 
 import ast
+import copy
+import json
 import operator
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -54,6 +57,33 @@ class Unevaluated:
 
     def __repr__(self) -> str:
         return f'<unevaluated {self.describe()}>'
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """``{{_base_.a.b}}`` in a config: mmcv 1.x ``Config`` replaces it with the merged bases'
+    ``a.b`` (a deep copy) when it is a whole value: a top-level value, a dict value or a list /
+    tuple element. :func:`load_config` substitutes it the same way."""
+
+    path: str
+    lineno: int
+    dotted: str
+
+    def __repr__(self) -> str:
+        return f'{{{{_base_.{self.dotted}}}}}'
+
+
+#: mmcv 1.x ``Config._substitute_predefined_vars``: replaced in the file's text before parsing
+PREDEFINED = ('fileDirname', 'fileBasename', 'fileBasenameNoExtension', 'fileExtname')
+_PREDEFINED_RE = re.compile(r'\{\{\s*(' + '|'.join(PREDEFINED) + r')\s*\}\}')
+
+
+def predefined_values(path: str) -> Dict[str, str]:
+    """The values mmcv gives the predefined variables for the config file at ``path``."""
+    base = os.path.basename(path)
+    stem, ext = os.path.splitext(base)
+    return {'fileDirname': os.path.dirname(path), 'fileBasename': base,
+            'fileBasenameNoExtension': stem, 'fileExtname': ext}
 
 
 @dataclass
@@ -119,6 +149,9 @@ def eval_expression(node: ast.expr, names: Dict[str, Any], src: Optional[SourceF
 
 def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, str) and src is not None and '{{' in node.value:
+            values = predefined_values(os.path.abspath(src.path))
+            return _PREDEFINED_RE.sub(lambda m: values[m.group(1)].replace('\\', '/'), node.value)
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in names:
@@ -137,6 +170,9 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                 items.append(_eval_item(elt, names, src))
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Set):
+        ref = _base_ref(node, src)
+        if ref is not None:
+            return ref
         return {_eval(e, names, src) for e in node.elts}
     if isinstance(node, ast.Dict):
         out: Dict[Any, Any] = {}
@@ -172,15 +208,17 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             return list(seq) if node.func.id == 'list' else tuple(seq)
         raise _Unsupported(node, f'call to {ast.dump(node.func)[:60]} (only dict(...) is read)')
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _eval(node.left, names, src), _eval(node.right, names, src)
+        left = _no_ref(_eval(node.left, names, src), node, 'an expression')
+        right = _no_ref(_eval(node.right, names, src), node, 'an expression')
         try:
             return _BINOPS[type(node.op)](left, right)
         except Exception as exc:  # noqa: BLE001 - report any arithmetic failure
             raise _Unsupported(node, f'cannot compute {type(node.op).__name__}: {exc}') from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
-        return _UNOPS[type(node.op)](_eval(node.operand, names, src))
+        return _UNOPS[type(node.op)](_no_ref(_eval(node.operand, names, src), node,
+                                             'an expression'))
     if isinstance(node, ast.Subscript):
-        base = _eval(node.value, names, src)
+        base = _no_ref(_eval(node.value, names, src), node, 'a subscript')
         index = node.slice
         if sys.version_info < (3, 9) and isinstance(index, ast.Index):  # pragma: no cover
             index = index.value  # type: ignore[attr-defined]
@@ -195,11 +233,33 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             if isinstance(v, ast.Constant):
                 parts.append(str(v.value))
             elif isinstance(v, ast.FormattedValue) and v.format_spec is None and v.conversion == -1:
-                parts.append(str(_eval(v.value, names, src)))
+                parts.append(str(_no_ref(_eval(v.value, names, src), node, 'an f-string')))
             else:
                 raise _Unsupported(node, 'f-string with a conversion or format spec')
         return ''.join(parts)
     raise _Unsupported(node, f'{type(node).__name__} expressions are not read by the parser')
+
+
+def _base_ref(node: ast.Set, src: Optional[SourceFile]) -> Optional[BaseRef]:
+    """``{{_base_.a.b}}`` parses as a set holding a set holding ``_base_.a.b``."""
+    if len(node.elts) != 1 or not isinstance(node.elts[0], ast.Set) or len(node.elts[0].elts) != 1:
+        return None
+    inner = node.elts[0].elts[0]
+    parts = []
+    while isinstance(inner, ast.Attribute):
+        parts.append(inner.attr)
+        inner = inner.value
+    if not (isinstance(inner, ast.Name) and inner.id == '_base_') or not parts:
+        return None
+    return BaseRef(src.path if src else '<expr>', node.lineno, '.'.join(reversed(parts)))
+
+
+def _no_ref(value: Any, node: ast.expr, what: str) -> Any:
+    if isinstance(value, BaseRef):
+        raise _Unsupported(node, f'{value!r} inside {what}: mmcv 1.x substitutes {{{{_base_.x}}}} '
+                                 'only as a whole value (its placeholder string would be used '
+                                 'here); write the value')
+    return value
 
 
 def _eval_item(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
@@ -328,8 +388,90 @@ def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge_into(v, out[k])
             continue
+        if isinstance(v, dict) and k in out:
+            raise ConfigError(f'{k}: a dict cannot be merged into the base value '
+                              f'{out[k]!r} (mmcv 1.x raises TypeError here; set _delete_=True)')
         out[k] = v
     return out
+
+
+#: mmcv 1.x ``Config`` refuses these top-level names (``RESERVED_KEYS``)
+RESERVED_KEYS = ('filename', 'text', 'pretty_text')
+
+
+def _lookup(cfg: Dict[str, Any], ref: BaseRef) -> Any:
+    value: Any = cfg
+    for part in ref.dotted.split('.'):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f'{ref.path}:{ref.lineno}: {ref!r}: the _base_ files define no '
+                              f'{ref.dotted!r} (mmcv 1.x raises KeyError)')
+        value = value[part]
+    if isinstance(value, Unevaluated):
+        raise ConfigError(f'{ref.path}:{ref.lineno}: {ref!r} names a value the reader cannot '
+                          f'compute ({value.describe()})')
+    return copy.deepcopy(value)
+
+
+def _substitute(value: Any, base_cfg: Dict[str, Any], src: SourceFile) -> Any:
+    """mmcv's ``Config._substitute_base_vars``: whole-value ``{{_base_.x}}`` -> the bases' x.
+    Containers are rebuilt only where they hold a reference, so dict origins stay valid."""
+    if isinstance(value, BaseRef):
+        return _lookup(base_cfg, value)
+    if isinstance(value, dict):
+        if not _has_ref(value):
+            return value
+        new = {k: _substitute(v, base_cfg, src) for k, v in value.items()}
+        origin = src.origins.get(id(value))
+        if origin is not None:   # the literal is still where it was written
+            src.origins[id(new)] = origin
+            src._keep.append(new)
+        return new
+    if isinstance(value, (list, tuple)) and _has_ref(value):
+        items = [_substitute(v, base_cfg, src) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _has_ref(value: Any) -> bool:
+    if isinstance(value, BaseRef):
+        return True
+    if isinstance(value, dict):
+        return any(_has_ref(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_ref(v) for v in value)
+    return False
+
+
+def _load_data_config(path: str, stack: Tuple[str, ...]) -> 'LoadedConfig':
+    """A ``.json`` / ``.yaml`` / ``.yml`` *base* file, read as data (mmcv 1.x reads them with
+    its file handlers; they cannot hold ``_base_`` substitutions or code)."""
+    with open(path, encoding='utf-8') as fh:
+        text = fh.read()
+    text = _PREDEFINED_RE.sub(lambda m: predefined_values(path)[m.group(1)].replace('\\', '/'),
+                              text)
+    if path.endswith('.json'):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f'{path}: not valid JSON: {exc}') from None
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f'{path}: a YAML config needs PyYAML (pip install pyyaml), which '
+                              'compat_ema does not depend on') from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f'{path}: not valid YAML: {str(exc).splitlines()[0]}') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: the top level must be a mapping, got {type(data).__name__}')
+    if '_base_' in data:
+        raise ConfigError(f'{path}: _base_ inside a .json/.yaml base file is not read; '
+                          'write the chain in the .py config')
+    src = SourceFile(path=path, text=text, tree=ast.Module(body=[], type_ignores=[]),
+                     values=dict(data))
+    return LoadedConfig(path=path, cfg=dict(data), files=[src])
 
 
 def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
@@ -340,8 +482,14 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
     if not os.path.isfile(path):
         where = f' (a _base_ of {_stack[-1]})' if _stack else ''
         raise ConfigError(f'{path}: no such config file{where}')
-    if not path.endswith('.py'):
-        raise ConfigError(f'{path}: only Python configs (.py) are read')
+    ext = os.path.splitext(path)[1]
+    if ext in ('.json', '.yaml', '.yml') and _stack:
+        return _load_data_config(path, _stack)
+    if ext in ('.json', '.yaml', '.yml'):
+        raise ConfigError(f'{path}: a {ext} config as the input: migrate edits Python source '
+                          f'in place; {ext} files are read only as _base_ files of a .py config')
+    if ext != '.py':
+        raise ConfigError(f'{path}: only Python configs (.py) are read (and .json/.yaml bases)')
     with open(path, encoding='utf-8-sig', newline='') as fh:  # keep CRLF: edits are byte-exact
         text = fh.read()
     src = parse_source(text, path)
@@ -369,5 +517,18 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
             base_cfg.update(base.cfg)
             files.extend(base.files)
     own = {k: v for k, v in src.values.items() if k != '_base_' and _is_config_key(k, v)}
-    cfg = _merge_into(own, base_cfg)
+    reserved = sorted(set(own) & set(RESERVED_KEYS))
+    if reserved:
+        raise ConfigError(f'{path}: {reserved} are reserved names in mmcv 1.x configs '
+                          '(Config raises KeyError)')
+    own.pop('_deprecation_', None)   # mmcv warns and drops it
+    if any(_has_ref(v) for v in own.values()):
+        if not base_cfg:
+            raise ConfigError(f'{path}: {{{{_base_.x}}}} used without a _base_ file')
+        own = {k: _substitute(v, base_cfg, src) for k, v in own.items()}
+        src.values.update(own)
+    try:
+        cfg = _merge_into(own, base_cfg)
+    except ConfigError as exc:
+        raise ConfigError(f'{path}: {exc}') from None
     return LoadedConfig(path=path, cfg=cfg, files=files)
