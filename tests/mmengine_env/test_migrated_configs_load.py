@@ -8,7 +8,6 @@ in it must build from mmengine's ``HOOKS`` registry.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
