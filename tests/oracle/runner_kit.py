@@ -172,9 +172,11 @@ def loader(batches) -> DataLoader:
 def run_mmcv(work_dir: Path, weights, batches, hook_cfgs: Sequence[dict], *, by_epoch: bool = True,
              max_epochs: int = 2, max_iters: int = 6, workflow=(('train', 1),),
              val_batches=None, ckpt_interval: int = 1, resume: Optional[str] = None,
-             width: int = 3, bn: bool = True, probes: Sequence[Any] = (), wrap: bool = False):
+             width: int = 3, bn: bool = True, probes: Sequence[Any] = (), wrap: bool = False,
+             meta: Optional[dict] = None):
     """Train an :class:`MMCVNet` with a real mmcv runner; hooks named in ``custom_hooks``;
-    ``wrap`` puts the model in mmcv's ``MMDataParallel`` (CPU mode)."""
+    ``wrap`` puts the model in mmcv's ``MMDataParallel`` (CPU mode); ``meta`` is the runner's
+    meta (saved in every checkpoint; mmdet's ``train_detector`` puts the config text there)."""
     import mmcv.runner as mr
     model = MMCVNet(width, bn)
     model.load_state_dict(weights)
@@ -185,7 +187,7 @@ def run_mmcv(work_dir: Path, weights, batches, hook_cfgs: Sequence[dict], *, by_
     work_dir.mkdir(parents=True, exist_ok=True)
     if by_epoch:
         runner = mr.EpochBasedRunner(model, optimizer=optimizer, work_dir=str(work_dir),
-                                     logger=QUIET, max_epochs=max_epochs)
+                                     logger=QUIET, max_epochs=max_epochs, meta=meta)
     else:
         runner = mr.IterBasedRunner(model, optimizer=optimizer, work_dir=str(work_dir),
                                     logger=QUIET, max_iters=max_iters)
