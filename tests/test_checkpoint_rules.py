@@ -122,7 +122,7 @@ def test_unknown_side_is_refused_naming_source_priority(tmp_path, capsys):
     assert cli(['inspect', str(src)]) == 0
     text = capsys.readouterr().out
     assert 'EMA weights: UNKNOWN' in text
-    assert 'convert --to mmengine: REFUSED' in text
+    assert 'convert --to mmengine, export-ema: REFUSED' in text
 
 
 def _with_config(name, config, tmp_path):

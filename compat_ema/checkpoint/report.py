@@ -92,10 +92,13 @@ class Report:
         for p in self.problems:
             out.append(f'PROBLEM: {p}')
         out += [f'note: {n}' for n in self.notes]
+        groups: Dict[str, List[str]] = {}   # one line per distinct verdict
         for what, v in self.verdicts.items():
             why = f': {v["reasons"][0]}' if v['reasons'] else ''
             more = f' (+{len(v["reasons"]) - 1} more)' if len(v['reasons']) > 1 else ''
-            out.append(f'{what}: {v["verdict"].upper()}{why}{more}')
+            groups.setdefault(f'{v["verdict"].upper()}{why}{more}', []).append(what)
+        for verdict, whats in groups.items():
+            out.append(f'{", ".join(whats)}: {verdict}')
         out.append('safe to load: ' + ('yes' if self.safe else
                                        'NO (the default load refuses it; nothing was executed)'))
         return '\n'.join(out)

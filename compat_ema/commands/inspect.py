@@ -1,7 +1,10 @@
 """``compat-ema inspect FILE``: describe an EMA checkpoint of any generation, safely.
 
 Exit status: 0 when the file can be loaded safely, 1 when it cannot be read or
-references code outside the allowlist (described, never run).
+references code outside the allowlist (described, never run). An EMA side that
+nothing in the file decides is reported as UNKNOWN, and what ``convert`` /
+``export-ema`` would do with the file is in the verdict lines (``verdicts`` in
+``--json``): part of the description, exit 0.
 """
 from __future__ import annotations
 
