@@ -281,3 +281,16 @@ def test_inspect_json_has_the_same_verdicts(capsys):
     assert d['ema_side'].startswith('UNKNOWN')
     assert all(d['verdicts'][w]['verdict'] == 'refused' for w in d['verdicts'])
     assert '--source-priority' in d['verdicts']['export-ema']['reasons'][0]
+
+
+def test_latest_link_names_its_target(tmp_path):
+    """mmcv's CheckpointHook links latest.pth to iter_N.pth: the target's name is evidence of the
+    runner kind (and an IterBasedRunner never swaps)."""
+    src = tmp_path / 'iter_4.pth'
+    src.write_bytes((REF / 'mmcv_iter_normal.pth').read_bytes())
+    ck = load(src)
+    ck['meta'].pop('hook_msgs', None)
+    torch.save(ck, src)
+    (tmp_path / 'latest.pth').symlink_to(src)
+    rep = C.inspect(tmp_path / 'latest.pth')
+    assert rep.by_epoch is False and rep.ema_side.startswith('ema_* buffers')

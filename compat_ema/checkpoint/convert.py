@@ -58,7 +58,8 @@ def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, 
     """Load ``path`` safely and parse it (see :func:`.formats.parse` for the options)."""
     try:
         return parse(load(path, trust=trust), model_keys=model_keys, priority=priority,
-                     by_epoch=by_epoch, filename=Path(path).name, need_counters=need_counters)
+                     by_epoch=by_epoch, filename=Path(path).resolve().name,
+                     need_counters=need_counters)
     except CheckpointError as exc:
         msg = str(exc)
         if not msg.startswith(str(path)):

@@ -152,7 +152,9 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         except Exception:  # pragma: no cover
             pass
     rep.num_bytes = sum(storages.values())
-    opts = dict(model_keys=model_keys, priority=priority, by_epoch=by_epoch, filename=path.name)
+    # mmcv's latest.pth is a link to epoch_N.pth / iter_N.pth: the target's name is evidence
+    opts = dict(model_keys=model_keys, priority=priority, by_epoch=by_epoch,
+                filename=path.resolve().name)
     try:
         ck = parse(ckpt, need_counters=False, unknown_side_ok=True, **opts)
     except CheckpointError as exc:
