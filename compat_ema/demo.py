@@ -28,7 +28,7 @@ from .mmengine import EMAHook as MmengineEMAHook
 
 
 class TinyModel(nn.Module):
-    """Linear(4, 3) followed by BatchNorm1d(3): the model RUNNER_SPEC's runs use."""
+    """Linear(4, 3) followed by BatchNorm1d(3): the model the runs of docs/runner-behaviour.md use."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """``compat-ema schedule`` and compat_ema.migrate.schedule.
 
 Expected momenta come from float64 formulas written here (from the upstream
-sources quoted in RUNNER_SPEC A.11, B.3, C.9), and a second check drives
+sources quoted in docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-update, docs/runner-behaviour.md#mmengine-emahook), and a second check drives
 compat_ema's own hook classes on float64 weights and reads the momentum back
 from the EMA values.
 """
@@ -93,8 +93,8 @@ def test_mmdet_exp_and_gating():
     assert [s.iter for s in steps if s.action == 'update'] == [2, 5, 8]
 
 
-def test_mmengine_tables_match_runner_spec_c9():
-    # RUNNER_SPEC C.9 verified table (momentum 0.5)
+def test_mmengine_tables_match_c9():
+    # docs/runner-behaviour.md#mmengine-emahook verified table (momentum 0.5)
     a = sched(dict(type='mmengine.EMAHook', momentum=0.5), 4)
     assert [s.action for s in a] == ['copy', 'update', 'update', 'update']
     b = sched(dict(type='mmengine.EMAHook', momentum=0.5, interval=3), 6)

@@ -1,7 +1,7 @@
 """Convert EMA checkpoints between mmcv 1.x, mmdet 2.x and mmengine 0.x.
 
 No upstream counterpart: OpenMMLab ships no converter between these layouts
-(UPSTREAM_NOTES "Migration facts"). Inputs are loaded safely
+(docs/upstream-quirks.md#migration-facts). Inputs are loaded safely
 (:mod:`.safe_load`), validated completely, and only then written atomically
 (:mod:`.atomic`), so a failure leaves no output.
 """
@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .atomic import atomic_save, check_destination
+from ..core.atomic import check_output
 from .errors import CheckpointError
 import torch
 
 from .formats import COMPAT_KEY, EMACheckpoint, parse
 from .safe_load import load
-from .writers import to_legacy, to_mmengine
+from .writers import atomic_save, to_legacy, to_mmengine
 
 __all__ = ['read', 'convert', 'build', 'check_strict', 'Result', 'TARGETS']
 
@@ -93,7 +93,7 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
     if to not in TARGETS:
         raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
     src = Path(src)
-    dst = check_destination(dst, [src], force)
+    dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
     ck = read(src, trust=trust, model_keys=model_keys, priority=source_priority,
               by_epoch=by_epoch)
     try:

@@ -1,7 +1,7 @@
 """Export the EMA weights of a checkpoint of any generation as a plain state dict.
 
 No upstream counterpart: mmdet's publishing scripts simply drop the ``ema_*``
-keys / ``ema_state_dict`` (UPSTREAM_NOTES, "Migration facts"), which keeps
+keys / ``ema_state_dict`` (docs/upstream-quirks.md#migration-facts), which keeps
 the *raw* weights in mmcv NORMAL-priority files. Here the EMA side is found
 as for conversion (with the evidence reported) and written atomically.
 """
@@ -11,9 +11,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .atomic import atomic_save, check_destination
+from ..core.atomic import check_output
 from .convert import Result, check_strict, read
 from .errors import CheckpointError
+from .writers import atomic_save
 
 __all__ = ['export_ema', 'export_warnings']
 
@@ -39,7 +40,7 @@ def export_ema(src, dst, force: bool = False, model_keys: Optional[Sequence[str]
     (naming ``--source-priority``).
     """
     src = Path(src)
-    dst = check_destination(dst, [src], force)
+    dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
     ck = read(src, trust=trust, model_keys=model_keys, priority=priority, by_epoch=by_epoch,
               need_counters=False)
     if ck.ema is None:

@@ -1,6 +1,6 @@
 """Read the three OpenMMLab EMA checkpoint layouts into one neutral form.
 
-Layouts (RUNNER_SPEC A.7, A.11, B.5, C.6, C.9):
+Layouts (docs/runner-behaviour.md#mmcv-checkpoint, docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-checkpoint, docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook):
 
 * mmcv 1.x ``EMAHook`` / mmdet 2.x ``BaseEMAHook``: ``{'meta', 'state_dict',
   'optimizer'}``; ``state_dict`` holds the model keys plus one ``ema_*`` buffer
@@ -378,7 +378,8 @@ def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
             raw[k] = esd_t['module.' + k]
         ema = OrderedDict(sd)
         ev.append(f'EMA side: state_dict (EMA) / ema_state_dict (raw), steps = {steps} '
-                  '(mmengine EMAHook.before_save_checkpoint swap)')
+                  '(mmengine EMAHook.before_save_checkpoint swap, '
+                  'docs/runner-behaviour.md#mmengine-emahook)')
     else:
         raw = OrderedDict(sd)
         ev.append('no ema_state_dict: no EMA state (trained without EMAHook, or the weights '

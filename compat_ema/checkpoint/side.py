@@ -89,7 +89,7 @@ def decide_side(sd, pairs: Dict[str, str], meta: Dict[str, Any], by_epoch: Optio
         return swapped
 
     if by_epoch is False:
-        swapped = say(False, 'IterBasedRunner never swaps')
+        swapped = say(False, 'IterBasedRunner never swaps, docs/runner-behaviour.md#mmcv-emahook')
         if explicit_priority is not None:
             ev.append('  (the given priority does not matter under IterBasedRunner)')
         return swapped
@@ -104,7 +104,8 @@ def decide_side(sd, pairs: Dict[str, str], meta: Dict[str, Any], by_epoch: Optio
         if not a.is_floating_point() and a.numel() == 1 and int(a) != int(b):
             return say(int(a) < int(b), f'step counter {m} = {int(a)} vs {e} = {int(b)}: the '
                                         'stale integer copy is the EMA side (mmdet never '
-                                        'averages integer buffers)')
+                                        'averages integer buffers, '
+                                        'docs/runner-behaviour.md#mmdet-checkpoint)')
     found = config_ema_priority(config_text) if config_text else None
     if found is not None:
         kind, priority, written = found

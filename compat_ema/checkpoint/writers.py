@@ -13,12 +13,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..core.atomic import write_new
 from .errors import CheckpointError
 from .formats import BUFFER_SUFFIXES, COMPAT_KEY, EMACheckpoint, guess_param_keys, \
     swapped_by_priority
 from .keys import ema_name
 
-__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION']
+__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION', 'atomic_save']
 
 CARRY_VERSION = 1
 #: the one rule for a checkpoint without EMA state, whatever the direction
@@ -88,7 +89,7 @@ def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps,
 
 
 def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
-    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (RUNNER_SPEC C.6/C.9).
+    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook).
 
     ``state_dict`` = EMA weights (raw for untracked keys, as mmengine's
     ``update_buffers=False`` copies buffers), ``ema_state_dict`` = ``steps`` +
@@ -173,7 +174,7 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
     priority; below 50 the parameters hold the EMA (the epoch-end swap came
     first). Default for an epoch-based target: parameters hold the EMA, the one
     layout that the legacy hooks' ``resume_from`` continues correctly
-    (RUNNER_SPEC B.6); an iteration-based target never swaps.
+    (docs/runner-behaviour.md#resume-matrix); an iteration-based target never swaps.
     """
     if family not in ('mmcv', 'mmdet'):
         raise CheckpointError(f'unknown legacy family {family!r}')
@@ -234,7 +235,7 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             swapped = True
             notes.append('target layout: parameters hold the EMA, ema_* the raw weights (as '
                          'saved by a hook at priority < 50): resume it with the EMA hook\'s '
-                         'resume_from, which swaps them back (RUNNER_SPEC B.6)')
+                         'resume_from, which swaps them back (docs/runner-behaviour.md#resume-matrix)')
         ema_keys = {}
         for k in tracked:
             ema_keys[k] = ema_name(k)
@@ -306,3 +307,11 @@ def _restore_legacy(ck: EMACheckpoint, rec: Dict[str, Any]) -> "OrderedDict[str,
         parts[k] = copy.deepcopy(v)
     ck.evidence.append(f'restored the original {rec["source"]} layout from meta.{COMPAT_KEY}')
     return OrderedDict((k, parts[k]) for k in rec['top_order'] if k in parts)
+
+
+def atomic_save(obj: Any, dst, sources: Sequence = (), force: bool = False):
+    """``torch.save(obj, dst)`` through :func:`compat_ema.core.atomic.write_new`: never over
+    one of ``sources``, over an existing ``dst`` only with ``force``, into an existing
+    folder only; a failure leaves nothing behind. Raises :class:`CheckpointError`."""
+    return write_new(dst, lambda f: torch.save(obj, f), sources, force, error=CheckpointError,
+                     make_parents=False)

@@ -67,7 +67,7 @@ def register(sub) -> None:
     p = sub.add_parser('doctor', help='warn when EMA hook priority and resume path lose EMA history',
                        description='Read an mmcv/mmdet 2.x or mmengine config (a .py/.json file or '
                                    'an inline dict) and report EMA setups that do not resume '
-                                   'exactly (RUNNER_SPEC B.6, A.8, A.11, C.9). Exit status 1 when '
+                                   'exactly (docs/runner-behaviour.md#resume-matrix, docs/runner-behaviour.md#mmcv-resume, docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmengine-emahook). Exit status 1 when '
                                    'a warning is found.')
     p.add_argument('config', nargs='?', help='config file, or a dict literal of a config or of one hook')
     p.add_argument('--hook', help='an EMA hook dict literal to add to custom_hooks')
