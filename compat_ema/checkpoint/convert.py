@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..core.atomic import check_output
-from .errors import CheckpointError
 import torch
 
+from ..core.atomic import check_output
+from .errors import CheckpointError
 from .formats import COMPAT_KEY, EMACheckpoint, parse
 from .safe_load import load
 from .writers import atomic_save, to_legacy, to_mmengine
