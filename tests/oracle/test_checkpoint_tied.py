@@ -170,3 +170,38 @@ def test_tied_mmengine_to_mmcv_resume_is_bitwise(real_runners, tmp_path, monkeyp
     same(raw_ref, raw, 'raw weights')
     same(buf_ref, buf, 'BN buffers')
     same(ema_ref, ema, 'EMA')
+
+
+def test_mmdet_skip_buffers_false_swaps_a_tied_tensor_twice(real_runners, tmp_path):
+    """The upstream defect behind the refusal: mmdet's BaseEMAHook(skip_buffers=False) tracks
+    state_dict(), which names the tied tensor twice. Its epoch-end swap runs once per name on the
+    one tensor: in epoch_1.pth (priority 49, saved after the swap) one buffer holds the raw
+    weights and the other the EMA, and after the swap back at the next epoch's start the model
+    holds the EMA, not the raw weights. compat_ema refuses such a file."""
+    from mmcv.runner import HOOKS, Hook
+    seen = {}
+
+    class Probe(Hook):
+        def before_train_epoch(self, runner):
+            if runner.epoch == 1:
+                seen['fc1'] = runner.model.fc1.weight.detach().clone()
+
+    batches = make_batches(3, seed=5)
+    hook = dict(type='ExpMomentumEMAHook', momentum=0.2, total_iter=5, priority=49)
+    import mmcv.runner as mr
+    model = TiedNet()
+    model.load_state_dict(_weights())
+    runner = mr.EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                 work_dir=str(tmp_path), logger=QUIET, max_epochs=2)
+    runner.register_training_hooks(lr_config=None, optimizer_config=dict(grad_clip=None),
+                                   checkpoint_config=dict(interval=1), log_config=None,
+                                   custom_hooks_config=[dict(hook)])
+    runner.register_hook(Probe(), priority='LOWEST')
+    assert 'ExpMomentumEMAHook' in HOOKS.module_dict
+    runner.run([loader(batches)], [('train', 1)])
+    sd = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=True)['state_dict']
+    model_w, buf1, buf2 = sd['fc1.weight'], sd['ema_fc1_weight'], sd['ema_fc2_weight']
+    assert bits(buf2) == bits(model_w) and bits(buf1) != bits(model_w)   # EMA twice, raw once
+    assert bits(seen['fc1']) == bits(model_w)          # epoch 2 starts from the EMA weights
+    with pytest.raises(C.CheckpointError, match='tied weights.*disagree'):
+        C.convert(tmp_path / 'epoch_1.pth', tmp_path / 'x.pth', to='mmengine')
