@@ -31,7 +31,8 @@ def test_every_command_has_a_description_and_every_argument_help():
             if isinstance(action, argparse._HelpAction):
                 continue
             if not (action.help or '').strip():
-                missing.append(f'{name} {"/".join(action.option_strings) or action.metavar or action.dest}')
+                what = '/'.join(action.option_strings) or action.metavar or action.dest
+                missing.append(f'{name} {what}')
     assert not missing, 'without help text: ' + ', '.join(missing)
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the documents whose code blocks run: MIGRATION.md, README.md and every docs/ page with code
 DOCS = ('MIGRATION.md', 'README.md') + tuple(
     str(p.relative_to(ROOT)) for p in sorted((ROOT / 'docs').glob('*.md'))
-    if '```python' in p.read_text(encoding='utf-8') or '<!-- shell -->' in p.read_text(encoding='utf-8'))
+    if re.search(r'```python|<!-- shell -->', p.read_text(encoding='utf-8')))
 _SHELL = re.compile(r'^<!--\s*shell\s*-->\s*\n```bash\n(.*?)^```', re.S | re.M)
 _FENCE = re.compile(r'^```python[^\n]*\n(.*?)^```', re.S | re.M)
 _REAL = re.compile(r'^\s*(?:from|import)\s+(?:mmcv|mmengine|mmdet)\b', re.M)

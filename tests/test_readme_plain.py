@@ -1,5 +1,5 @@
-"""docs/hooks.md "Plain PyTorch loop": both blocks run as written, and their EMA is checked against an
-independent float64 recomputation of mmdet 2.x ExpMomentumEMAHook's formula."""
+"""docs/hooks.md "Plain PyTorch loop": both blocks run as written, and their EMA is checked
+against an independent float64 recomputation of mmdet 2.x ExpMomentumEMAHook's formula."""
 from __future__ import annotations
 
 import math
@@ -54,7 +54,8 @@ def test_plain_pytorch_blocks_run_and_match_float64():
     assert int(final['1.num_batches_tracked']) == 0  # integer entries swapped, never averaged
     assert hook.momentum == 0.0001
 
-    exec(compile(block('plain-pytorch-mmengine'), 'docs/hooks.md:plain-pytorch-mmengine', 'exec'), ns)
+    exec(compile(block('plain-pytorch-mmengine'), 'docs/hooks.md:plain-pytorch-mmengine', 'exec'),
+         ns)
     ema_model = ns['hook'].ema_model
     with torch.no_grad():
         ema_model.module.eval()

@@ -1,7 +1,8 @@
 """``compat-ema schedule`` and compat_ema.migrate.schedule.
 
 Expected momenta come from float64 formulas written here (from the upstream
-sources quoted in docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-update, docs/runner-behaviour.md#mmengine-emahook), and a second check drives
+sources quoted in docs/runner-behaviour.md#mmcv-emahook, #mmdet-update, #mmengine-emahook), and a
+second check drives
 compat_ema's own hook classes on float64 weights and reads the momentum back
 from the EMA values.
 """

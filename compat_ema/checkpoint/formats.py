@@ -1,6 +1,7 @@
 """Read the three OpenMMLab EMA checkpoint layouts into one neutral form.
 
-Layouts (docs/runner-behaviour.md#mmcv-checkpoint, docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-checkpoint, docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook):
+Layouts (docs/runner-behaviour.md#mmcv-checkpoint, #mmcv-emahook, #mmdet-checkpoint,
+#mmengine-checkpoint, #mmengine-emahook):
 
 * mmcv 1.x ``EMAHook`` / mmdet 2.x ``BaseEMAHook``: ``{'meta', 'state_dict',
   'optimizer'}``; ``state_dict`` holds the model keys plus one ``ema_*`` buffer
@@ -216,7 +217,8 @@ _PRIORITY_RE = re.compile(r"type=['\"](\w*EMAHook)['\"][^}\)]*?priority=['\"]?(\
 
 def _legacy_swapped(sd, pairs, meta, by_epoch, explicit_priority, ev) -> bool:
     if not by_epoch:
-        ev.append('EMA side: ema_* buffers (IterBasedRunner never swaps, docs/runner-behaviour.md#mmcv-emahook)')
+        ev.append('EMA side: ema_* buffers (IterBasedRunner never swaps, '
+                  'docs/runner-behaviour.md#mmcv-emahook)')
         if explicit_priority is not None:
             ev.append('  (the given priority does not matter under IterBasedRunner)')
         return False
@@ -231,7 +233,8 @@ def _legacy_swapped(sd, pairs, meta, by_epoch, explicit_priority, ev) -> bool:
                   f'(meta.{COMPAT_KEY}: compat_ema wrote it so)')
         return swapped
     # integer entries are never averaged, only swapped (mmdet, skip_buffers=False): the side
-    # holding the larger num_batches_tracked is the live (raw) model (docs/runner-behaviour.md#mmdet-checkpoint)
+    # holding the larger num_batches_tracked is the live (raw) model
+    # (docs/runner-behaviour.md#mmdet-checkpoint)
     for m, e in pairs.items():
         a, b = sd[m], sd[e]
         if not a.is_floating_point() and a.numel() == 1 and int(a) != int(b):
@@ -344,7 +347,8 @@ def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
             raw[k] = esd_t['module.' + k]
         ema = OrderedDict(sd)
         ev.append(f'EMA side: state_dict (EMA) / ema_state_dict (raw), steps = {steps} '
-                  '(mmengine EMAHook.before_save_checkpoint swap, docs/runner-behaviour.md#mmengine-emahook)')
+                  '(mmengine EMAHook.before_save_checkpoint swap, '
+                  'docs/runner-behaviour.md#mmengine-emahook)')
     else:
         raw = OrderedDict(sd)
         ev.append('no ema_state_dict: no EMA state (trained without EMAHook, or the weights '

@@ -21,8 +21,8 @@ def register(sub) -> None:
         'export-ema', help='write the EMA weights of a checkpoint as a plain state dict',
         description='Write the EMA weights of a checkpoint of any generation as a plain state '
                     "dict ({model key: tensor}) under the model's own key names, ready for "
-                    'model.load_state_dict() at inference or deployment. IN is read safely and never '
-                    'overwritten; OUT is written atomically and an existing OUT needs --force.')
+                    'model.load_state_dict() at inference or deployment. IN is read safely and '
+                    'never overwritten; OUT is written atomically and an existing OUT needs --force.')
     p.add_argument('src', metavar='IN', help='the checkpoint holding the EMA (.pth)')
     p.add_argument('dst', metavar='OUT', help='the file to write (.pth)')
     p.add_argument('--force', action='store_true', help='replace an existing OUT')

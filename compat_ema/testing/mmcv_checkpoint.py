@@ -1,6 +1,7 @@
 """mmcv 1.6 checkpoint functions: ``get_state_dict``, ``save_checkpoint``, ``load_checkpoint``.
 
-Reproduces ``mmcv.runner.checkpoint`` as docs/runner-behaviour.md#mmcv-checkpoint, docs/runner-behaviour.md#mmcv-load-checkpoint describe it:
+Reproduces ``mmcv.runner.checkpoint`` as docs/runner-behaviour.md#mmcv-checkpoint,
+#mmcv-load-checkpoint describe it:
 
 * :func:`get_state_dict` unwraps module wrappers at every level and writes
   **every** buffer, non-persistent ones and the EMA hooks' ``ema_*`` buffers

@@ -1,4 +1,5 @@
-"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner`` (docs/runner-behaviour.md#mmcv-16-runners).
+"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner``
+(docs/runner-behaviour.md#mmcv-16-runners).
 
 What they reproduce, call for call (docs/runner-behaviour.md#fake-runner-checklist, mmcv part):
 
@@ -199,7 +200,8 @@ class BaseRunner:
         hook_scope: registry scope for hook configs; 'mmdet' (a child of
             'mmcv') resolves both mmcv's and mmdet's names.
         warn_ema: issue :class:`EMASetupWarning` at ``run()`` when the EMA
-            hooks' priority and the resume path lose EMA history (docs/runner-behaviour.md#resume-matrix).
+            hooks' priority and the resume path lose EMA history
+            (docs/runner-behaviour.md#resume-matrix).
     """
 
     def __init__(self, model: nn.Module, batch_processor: Optional[Callable] = None,
@@ -428,7 +430,8 @@ class BaseRunner:
 
 
 class EpochBasedRunner(BaseRunner):
-    """``mmcv.runner.EpochBasedRunner`` (docs/runner-behaviour.md#mmcv-epoch-runner, docs/runner-behaviour.md#mmcv-workflows)."""
+    """``mmcv.runner.EpochBasedRunner`` (docs/runner-behaviour.md#mmcv-epoch-runner,
+    #mmcv-workflows)."""
 
     def train(self, data_loader: Sequence, **kwargs) -> None:
         self.model.train()
@@ -532,7 +535,7 @@ class IterLoader:
 
 
 class IterBasedRunner(BaseRunner):
-    """``mmcv.runner.IterBasedRunner`` (docs/runner-behaviour.md#mmcv-iter-runner, docs/runner-behaviour.md#mmcv-resume)."""
+    """``mmcv.runner.IterBasedRunner`` (docs/runner-behaviour.md#mmcv-iter-runner, #mmcv-resume)."""
 
     def train(self, data_loader: IterLoader, **kwargs) -> None:
         self.model.train()
