@@ -29,9 +29,14 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from .migrate._io import atomic_write_text
+from .core.atomic import write_new
 
 __all__ = ['LEGACY_CONFIGS', 'EPOCHS', 'showcase', 'prepare_out', 'DemoOutputError']
+
+
+def _write_text(path: str, text: str) -> None:
+    """Atomically (re)write one of the demo's own files."""
+    write_new(path, lambda f: f.write(text.encode('utf-8')), force=True)
 
 #: training length of each run (3 iterations per epoch)
 EPOCHS = 4
@@ -81,9 +86,8 @@ def prepare_out(out: str, force: bool = False) -> str:
             and not force:
         raise DemoOutputError(f'{out}: exists, is not empty and was not written by compat-ema '
                               'demo; choose another --out or pass --force')
-    atomic_write_text(os.path.join(out, MARKER),
-                      'written by compat-ema demo; its files here are overwritten on the next run\n',
-                      force=True)
+    _write_text(os.path.join(out, MARKER),
+                'written by compat-ema demo; its files here are overwritten on the next run\n')
     return out
 
 
@@ -129,7 +133,7 @@ def _run_one(name: str, text: str, out: str, lines: List[str]) -> Tuple[float, f
     from .testing import run_scenario
 
     legacy_path = os.path.join(out, name + '.py')
-    atomic_write_text(legacy_path, text, force=True)
+    _write_text(legacy_path, text)
     cfg = load_config(legacy_path).cfg
     hooks, optimizer = cfg['custom_hooks'], cfg['optimizer']
     runs = os.path.join(out, 'runs', name)
@@ -213,6 +217,6 @@ def showcase(out: str = 'compat-ema-demo', force: bool = False) -> str:
     lines.append('exact: the legacy EMA bit for bit under mmengine (compat_ema legacy types); '
                  "native: mmengine's own types, the numbers move as shown. See MIGRATION.md.")
     text = '\n'.join(lines)
-    atomic_write_text(os.path.join(out, 'report.txt'), text + '\n', force=True)
+    _write_text(os.path.join(out, 'report.txt'), text + '\n')
     print(text)
     return text

@@ -17,7 +17,7 @@ from compat_ema.cli import main as cli
 from compat_ema.migrate import (ConfigError, UnknownKeysError, UnsupportedHooks, compare,
                                 load_config, migrate_config, parse_source, write_migration)
 from compat_ema.migrate.compare import simulate_ema, toy_trajectory
-from compat_ema.migrate._io import OutputExists
+from compat_ema.core.atomic import OutputExists
 
 FIX = os.path.join(os.path.dirname(__file__), 'fixtures', 'configs')
 PLUGIN = 'compat_ema.integrations.mmengine_plugin'

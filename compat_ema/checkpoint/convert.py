@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .atomic import atomic_save, check_destination
+from ..core.atomic import check_output
 from .errors import CheckpointError
 from .formats import EMACheckpoint, parse
 from .safe_load import load
-from .writers import to_legacy, to_mmengine
+from .writers import atomic_save, to_legacy, to_mmengine
 
 __all__ = ['read', 'convert', 'Result', 'TARGETS']
 
@@ -72,7 +72,7 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
     if to not in TARGETS:
         raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
     src = Path(src)
-    dst = check_destination(dst, [src], force)
+    dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
     ck = read(src, trust=trust, model_keys=model_keys, priority=source_priority,
               by_epoch=by_epoch)
     try:

@@ -11,9 +11,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .atomic import atomic_save, check_destination
+from ..core.atomic import check_output
 from .convert import Result, read
 from .errors import CheckpointError
+from .writers import atomic_save
 
 __all__ = ['export_ema']
 
@@ -28,7 +29,7 @@ def export_ema(src, dst, force: bool = False, model_keys: Optional[Sequence[str]
     of each generation does. Refuses a file without EMA state.
     """
     src = Path(src)
-    dst = check_destination(dst, [src], force)
+    dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
     ck = read(src, trust=trust, model_keys=model_keys, priority=priority, by_epoch=by_epoch)
     if ck.ema is None:
         raise CheckpointError(f'{src}: no EMA weights in this checkpoint ({ck.evidence[-1]})')

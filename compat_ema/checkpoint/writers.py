@@ -13,12 +13,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..core.atomic import write_new
 from .errors import CheckpointError
 from .formats import BUFFER_SUFFIXES, COMPAT_KEY, EMACheckpoint, guess_param_keys, \
     swapped_by_priority
 from .keys import ema_name
 
-__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION']
+__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION', 'atomic_save']
 
 CARRY_VERSION = 1
 _PLAIN = (str, int, float, bool, type(None))
@@ -281,3 +282,11 @@ def _restore_legacy(ck: EMACheckpoint, rec: Dict[str, Any]) -> "OrderedDict[str,
         parts[k] = copy.deepcopy(v)
     ck.evidence.append(f'restored the original {rec["source"]} layout from meta.{COMPAT_KEY}')
     return OrderedDict((k, parts[k]) for k in rec['top_order'] if k in parts)
+
+
+def atomic_save(obj: Any, dst, sources: Sequence = (), force: bool = False):
+    """``torch.save(obj, dst)`` through :func:`compat_ema.core.atomic.write_new`: never over
+    one of ``sources``, over an existing ``dst`` only with ``force``, into an existing
+    folder only; a failure leaves nothing behind. Raises :class:`CheckpointError`."""
+    return write_new(dst, lambda f: torch.save(obj, f), sources, force, error=CheckpointError,
+                     make_parents=False)

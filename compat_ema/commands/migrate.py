@@ -12,7 +12,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..migrate import report as rep
     from ..migrate.configparse import ConfigError
     from ..migrate.core import UnsupportedHooks, default_output, migrate_config, write_migration
-    from ..migrate._io import OutputExists, check_output
+    from ..core.atomic import OutputExists, check_output
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
 
     if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
@@ -21,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.output or default_output(os.path.abspath(args.config), mode)
     try:
         if not (args.dry_run or args.diff):
-            check_output(out, force=args.force, inputs=[args.config])
+            check_output(out, inputs=[args.config], force=args.force)
         mig = migrate_config(args.config, mode=mode, out=out, iters=args.iters,
                              keep_unknown=args.keep_unknown, generation=args.generation,
                              legacy_swap=args.legacy_swap)

@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
     from ..migrate.schedule import (MatplotlibMissing, format_table, momentum_schedule,
                                     plot_schedules, schedule_notes)
-    from ..migrate._io import OutputExists, check_output
+    from ..core.atomic import OutputExists, check_output
 
     try:
         if args.plot:

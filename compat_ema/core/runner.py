@@ -27,12 +27,7 @@ the protocol, for hand-written loops.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
-
-try:  # typing.Protocol is 3.8+
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable  # type: ignore
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch.nn as nn
 

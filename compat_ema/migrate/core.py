@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._io import atomic_write_text, check_output
+from ..core.atomic import write_new
 from .configparse import ConfigError, LoadedConfig, SourceFile, Unevaluated, load_config, parse_source
 from .hookspec import HookSpec, classify, config_generation, is_ema_like
 from .mapping import PLUGIN, MappedEntry, map_exact, map_native
@@ -344,5 +344,6 @@ def write_migration(mig: Migration, out: str, force: bool = False) -> str:
     if os.path.dirname(os.path.abspath(out)) != os.path.dirname(mig.out):
         raise ValueError(f'this migration was computed for {mig.out} (relative _base_ paths '
                          f'resolve from there); call migrate_config(..., out={out!r})')
-    check_output(out, force=force, inputs=[mig.source])
-    return atomic_write_text(out, mig.text, force=force, inputs=[mig.source])
+    data = mig.text.encode('utf-8')
+    write_new(out, lambda f: f.write(data), inputs=[mig.source], force=force)
+    return out
