@@ -31,10 +31,19 @@ typical workflow (moving an mmdet 2.x / mmcv 1.x project to mmengine):
 'compat-ema COMMAND --help' explains a command; README.md and MIGRATION.md explain the rest."""
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the epilogs (workflow, exit statuses) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if '\n' in text:
+            return ''.join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='compat-ema', description=DESCRIPTION, epilog=f'{WORKFLOW}\n\n{EXIT_CODES}',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_Formatter)
     sub = parser.add_subparsers(dest='command', title='commands', metavar='COMMAND')
     for name in COMMANDS:
         try:
@@ -46,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     for p in sub.choices.values():  # every command's help ends with the exit statuses
         p.epilog = (p.epilog + '\n\n' if p.epilog else '') + EXIT_CODES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.formatter_class = _Formatter
     return parser
 
 
