@@ -126,7 +126,8 @@ def test_legacy_to_mmengine_layout(name, tmp_path):
             assert bits(esd['module.' + k]) == bits(raw[k]), k         # raw in ema_state_dict
         else:  # untracked buffers: the live values on both sides
             assert bits(ck['state_dict'][k]) == bits(sd[k]) == bits(esd['module.' + k]), k
-    if info['runner'] == 'EpochBasedRunner':   # docs/runner-behaviour.md#mmcv-checkpoint vs #mmengine-checkpoint: same convention
+    # docs/runner-behaviour.md#mmcv-checkpoint vs #mmengine-checkpoint: same convention
+    if info['runner'] == 'EpochBasedRunner':
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     else:  # mmcv iter runner saves iter = done - 1; mmengine iter loop: epoch 0, iter = done
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (0, info['meta_iter'] + 1)
@@ -148,7 +149,8 @@ def test_round_trip_through_mmengine_is_exact(name, tmp_path):
 
 @pytest.mark.parametrize('name', [n for n in LEGACY if 'skip0' in n])
 def test_mmdet_side_detected_from_integer_buffers(name):
-    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side (docs/runner-behaviour.md#mmdet-checkpoint)."""
+    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side
+    (docs/runner-behaviour.md#mmdet-checkpoint)."""
     rep = C.inspect(REF / name)
     swapped = MANIFEST[name]['raw_side'] == 'ema_keys'
     assert rep.ema_side.startswith('model keys' if swapped else 'ema_* buffers')
@@ -195,7 +197,9 @@ def test_mmengine_to_legacy(name, target, tmp_path):
             assert bits(sd[k]) == bits(esd['module.' + k]), k
     assert [k for k in sd if k.startswith('ema_')] == [
         ema_name(k) for k in info['model_keys'] if ema_name(k) in sd]
-    if by_iter:   # mmcv IterBasedRunner convention: iter = completed - 1 (docs/runner-behaviour.md#mmcv-checkpoint)
+    # mmcv IterBasedRunner convention: iter = completed - 1
+    # (docs/runner-behaviour.md#mmcv-checkpoint)
+    if by_iter:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (1, info['meta_iter'] - 1)
     else:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])

@@ -89,7 +89,8 @@ def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps,
 
 
 def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
-    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook).
+    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout
+    (docs/runner-behaviour.md#mmengine-checkpoint, #mmengine-emahook).
 
     ``state_dict`` = EMA weights (raw for untracked keys, as mmengine's
     ``update_buffers=False`` copies buffers), ``ema_state_dict`` = ``steps`` +
@@ -235,7 +236,8 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             swapped = True
             notes.append('target layout: parameters hold the EMA, ema_* the raw weights (as '
                          'saved by a hook at priority < 50): resume it with the EMA hook\'s '
-                         'resume_from, which swaps them back (docs/runner-behaviour.md#resume-matrix)')
+                         'resume_from, which swaps them back '
+                        '(docs/runner-behaviour.md#resume-matrix)')
         ema_keys = {}
         for k in tracked:
             ema_keys[k] = ema_name(k)

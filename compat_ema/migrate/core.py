@@ -150,7 +150,7 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
     out = os.path.abspath(out or default_output(loaded.path, mode))
     n_iters, iters_from = (iters, '--iters') if iters else _run_length(loaded.cfg)
     if not n_iters:
-        n_iters, iters_from = DEFAULT_ITERS, 'default (pass --iters for your run length)'
+        n_iters, iters_from = DEFAULT_ITERS, 'the default; pass --iters for your run length'
     mig = Migration(source=loaded.path, mode=mode, text=main.text, iters=n_iters,
                     iters_from=iters_from, out=out)
     found, unknown, elsewhere = find_ema_hooks(loaded, generation)

@@ -1,7 +1,8 @@
 """Helpers to train tiny models with the REAL mmcv 1.6 runners and the REAL mmengine 0.10.7 Runner.
 
 Used by test_real_runners.py (runner-level differential suite) and test_legacy_bridge.py.
-Patches only what docs/runner-behaviour.md#oracle-environment names: ``time.sleep`` in the runner modules, and sets
+Patches only what docs/runner-behaviour.md#oracle-environment names: ``time.sleep`` in the runner
+modules, and sets
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in this process (mmengine 0.10.7 cannot load its own
 checkpoints under torch 2.13 otherwise).
 """
@@ -243,7 +244,8 @@ def run_engine(work_dir: Path, weights, batches, custom_hooks: Sequence[Any], *,
         experiment_name=f'compat_{os.getpid()}_{next(_COUNTER)}_{uuid.uuid4().hex[:6]}',
         **kwargs)
     runner.metric = metric
-    if manual_resume is not None:  # by hand on a resume=False runner (docs/runner-behaviour.md#mmengine-emahook gotcha);
+    # by hand on a resume=False runner (docs/runner-behaviour.md#mmengine-emahook gotcha);
+    if manual_resume is not None:
         runner.call_hook('before_run')  # the EMA hook needs its model before a checkpoint loads
         runner.resume(manual_resume)
     if train:
