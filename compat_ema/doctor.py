@@ -220,6 +220,8 @@ def load_config(text: str) -> Dict[str, Any]:
                 return json.loads(f.read())
         from .migrate.configparse import load_config as parse_config
         return parse_config(text).cfg
+    if text.strip().endswith(('.py', '.json')):
+        raise FileNotFoundError(f'{text}: no such config file')
     try:
         value = _literal(ast.parse(text.strip(), mode='eval').body)
     except (ValueError, SyntaxError):

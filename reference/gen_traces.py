@@ -21,7 +21,8 @@ The harness (``compat_ema.testing.scenario.run_spec``) produces the same record;
 ``tests/test_harness_traces.py`` compares them. Output is deterministic
 (byte-identical on regeneration).
 
-Workarounds (docs/runner-behaviour.md#oracle-environment): a torchvision stub; mmdet's ``ema.py`` loaded from its
+Workarounds (docs/runner-behaviour.md#oracle-environment): a torchvision stub; mmdet's ``ema.py``
+loaded from its
 file; ``time.sleep`` made a no-op in the runner/loop modules only;
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` so mmengine can load its own checkpoints.
 Runs single-threaded (``torch.set_num_threads(1)``): float results of the
@@ -101,7 +102,7 @@ SCENARIOS: List[dict] = [
           workflow=[['train', 1]]),
     _mmcv('mmdet_epoch_ckpt_interval3', _h(EXP, priority=49), max_epochs=4,
           workflow=[['train', 1]], checkpoint=3),
-    # mmcv resume matrix (docs/runner-behaviour.md#resume-matrix, docs/runner-behaviour.md#mmcv-emahook)
+    # mmcv resume matrix (docs/runner-behaviour.md#resume-matrix, #mmcv-emahook)
     *[_mmcv(f'{gen}_epoch_resume_{how}_{tag}', _h(cfg, **({'priority': 49} if tag == 'p49' else {})),
             max_epochs=3, workflow=[['train', 1]], resume=dict(how=how, **{'from': 'epoch_1.pth'}))
       for gen, cfg in (('mmdet', EXP), ('mmcv', MMCV_EMA))

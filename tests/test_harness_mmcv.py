@@ -1,4 +1,5 @@
-"""docs/runner-behaviour.md#fake-runner-checklist (mmcv 1.6 runners) checklist against the harness fakes.
+"""docs/runner-behaviour.md#fake-runner-checklist (mmcv 1.6 runners) checklist against the harness
+fakes.
 
 Expected values are the real runners' numbers (docs/runner-behaviour.md) (counters, orders, meta),
 not outputs of the code under test.
@@ -224,7 +225,8 @@ def test_train_detector_order_runner_resume_before_run_warns(tmp_path):
         r = run_scenario('mmcv', 'epoch', max_epochs=2, work_dir=str(tmp_path / 'b'), hooks=EXP49,
                          resume=dict(how='runner', checkpoint=str(tmp_path / 'a' / 'epoch_1.pth')))
     lo = r.trace.where('before_run', 'lo')[0]
-    assert lo.w == lo.ema_w   # docs/runner-behaviour.md#resume-matrix: buffers re-cloned from the loaded (EMA) weights
+    # docs/runner-behaviour.md#resume-matrix: buffers re-cloned from the loaded (EMA) weights
+    assert lo.w == lo.ema_w
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -91,7 +91,8 @@ def test_sigkill_mid_training_then_resume_in_a_fresh_process(tmp_path):
     engine_start = [r for r in got['engine_trace'] if r[0] == 'hi' and r[1] == 'before_train'][0]
     assert engine_start[3] == 2   # resumed at iter 2, exactly as saved
 
-    # documented difference (docs/runner-behaviour.md#resume-matrix, priority 49 + runner-level resume only):
+    # documented difference (docs/runner-behaviour.md#resume-matrix, priority 49 + runner-level
+    # resume only):
     # at before_run the ema_* buffers are clones of the loaded weights, i.e. the EMA
     saved = torch.load(mmcv_dir / 'epoch_1.pth')['state_dict']
     lo_start = [r for r in got['runner_trace'] if r[0] == 'lo' and r[1] == 'before_run'][0]

@@ -1,5 +1,6 @@
 """compat_ema.legacy: legacy (mmcv 1.6 / mmdet 2.28) EMA numerics as mmengine averaged models,
-checked against independent float64 formulas (docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-before-run, docs/runner-behaviour.md#mmdet-update, docs/runner-behaviour.md#mmdet-swap; docs/upstream-quirks.md quirks 1-3, 9)."""
+checked against independent float64 formulas (docs/runner-behaviour.md#mmcv-emahook,
+#mmdet-before-run, #mmdet-update, #mmdet-swap; docs/upstream-quirks.md quirks 1-3, 9)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
-"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (docs/upstream-quirks.md quirks 2-3, 6-9)."""
+"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (docs/upstream-quirks.md
+quirks 2-3, 6-9)."""
 from __future__ import annotations
 
 import math

@@ -281,7 +281,8 @@ def test_update_buffers_swap_includes_buffers():
     model, runner, hook = _trained_hook(update_buffers=True)
     model.bn.num_batches_tracked.fill_(6)
     hook.before_val_epoch(runner)
-    # docs/runner-behaviour.md#mmengine-emahook: during val the model shows the frozen EMA count (the first copy: 0 here)
+    # docs/runner-behaviour.md#mmengine-emahook: during val the model shows the frozen EMA count
+    # (the first copy: 0 here)
     assert int(model.bn.num_batches_tracked) == 0
     assert int(hook.ema_model.module.bn.num_batches_tracked) == 6
     hook.after_val_epoch(runner)

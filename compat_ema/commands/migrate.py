@@ -5,6 +5,12 @@ import argparse
 import os
 import sys
 
+from . import DONE, REFUSED, USAGE, fail
+
+
+def _one_line(exc: Exception) -> str:
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
 
 def _run(args: argparse.Namespace) -> int:
     from ..migrate import report as rep
@@ -13,6 +19,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..core.atomic import OutputExists, check_output
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
 
+    if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
+        return fail('migrate', '--iters and --sim-iters must be >= 1', USAGE)
     mode = 'native' if args.native else 'exact'
     out = args.output or default_output(os.path.abspath(args.config), mode)
     try:
@@ -22,12 +30,8 @@ def _run(args: argparse.Namespace) -> int:
                              keep_unknown=args.keep_unknown, generation=args.generation,
                              legacy_swap=args.legacy_swap)
     except (ConfigError, UnknownKeysError, AmbiguousHookError, UnsupportedHooks,
-            OutputExists, ValueError) as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
-    if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
-        print('compat-ema migrate: error: --iters and --sim-iters must be >= 1', file=sys.stderr)
-        return 2
+            OutputExists, ValueError, OSError) as exc:   # refused input: one line, exit 1
+        return fail('migrate', _one_line(exc), REFUSED)
     print(rep.migration_report(mig, sim_iters=args.sim_iters))
     if not mig.changed:
         print('nothing to migrate: no mmcv 1.x / mmdet 2.x EMA hook in custom_hooks; '
@@ -47,11 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         write_migration(mig, out, force=args.force)
-    except OutputExists as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
+    except (OutputExists, OSError) as exc:
+        return fail('migrate', _one_line(exc), REFUSED)
     print(f'wrote {out}')
-    return 0
+    return DONE
 
 
 def register(sub) -> None:
@@ -62,7 +65,7 @@ def register(sub) -> None:
                     'everything else stays as written. --exact (default) keeps the legacy EMA '
                     'numbers bit for bit with compat_ema\'s legacy types; --native uses only '
                     'mmengine\'s own types and reports how far the numbers move.')
-    p.add_argument('config', help='the legacy config (.py)')
+    p.add_argument('config', metavar='CONFIG', help='the legacy config (.py)')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--exact', action='store_true', help='bitwise-equal EMA (default)')
     g.add_argument('--native', action='store_true', help="mmengine's own types only, with a report")

@@ -46,7 +46,10 @@ def write_atomic(path: Union[str, 'os.PathLike[str]'], write: Callable[[BinaryIO
     parent = path.parent if str(path.parent) else Path('.')
     if make_parents:
         parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=str(parent))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=str(parent))
+    except OSError as exc:  # name the file the caller asked for, not the temporary one
+        raise _about(exc, path) from None
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)
@@ -55,7 +58,10 @@ def write_atomic(path: Union[str, 'os.PathLike[str]'], write: Callable[[BinaryIO
         os.chmod(tmp, 0o666 & ~_umask())
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _about(exc, path) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -63,6 +69,13 @@ def write_atomic(path: Union[str, 'os.PathLike[str]'], write: Callable[[BinaryIO
             pass
         raise
     return path
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """``exc`` re-targeted at ``path`` (same type and errno): its message names ``path``."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def _same(a: Path, b: Path) -> bool:

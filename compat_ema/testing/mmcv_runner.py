@@ -1,4 +1,5 @@
-"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner`` (docs/runner-behaviour.md).
+"""Fakes of mmcv 1.6's ``EpochBasedRunner`` and ``IterBasedRunner``
+(docs/runner-behaviour.md#mmcv-16-runners).
 
 What they reproduce, call for call (see docs/runner-behaviour.md, mmcv part):
 
@@ -159,7 +160,7 @@ class IterLoader:
 
 
 class IterBasedRunner(BaseRunner):
-    """``mmcv.runner.IterBasedRunner`` (docs/runner-behaviour.md)."""
+    """``mmcv.runner.IterBasedRunner`` (docs/runner-behaviour.md#mmcv-iter-runner, #mmcv-resume)."""
 
     def train(self, data_loader: IterLoader, **kwargs) -> None:
         self.model.train()

@@ -1,4 +1,5 @@
-"""A fake of mmengine 0.10.7's ``Runner`` and loops (docs/runner-behaviour.md).
+"""A fake of mmengine 0.10.7's ``Runner`` and loops
+(docs/runner-behaviour.md#mmengine-0107-runner-and-loops).
 
 What it reproduces (see docs/runner-behaviour.md, mmengine part):
 
@@ -331,7 +332,8 @@ class Runner:
 
     # -- checkpoints ------------------------------------------------------------
     def load_or_resume(self) -> None:
-        """Once per runner: resume (explicit or auto) or load weights (docs/runner-behaviour.md)."""
+        """Once per runner: resume (explicit or auto) or load weights
+        (docs/runner-behaviour.md#mmengine-resume)."""
         if self._has_loaded:
             return
         resume_from = None

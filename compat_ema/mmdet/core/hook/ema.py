@@ -1,7 +1,8 @@
 """``mmdet.core.hook.ema`` (mmdet 2.28.2): BaseEMAHook, ExpMomentumEMAHook,
 LinearMomentumEMAHook, reproduced bit for bit.
 
-Quirks carried (docs/upstream-quirks.md quirks 2, 3, 6-9; docs/runner-behaviour.md#mmdet-classes, docs/runner-behaviour.md#mmdet-before-run, docs/runner-behaviour.md#mmdet-update, docs/runner-behaviour.md#mmdet-swap, docs/runner-behaviour.md#mmdet-checkpoint, docs/runner-behaviour.md#resume-matrix):
+Quirks carried (docs/upstream-quirks.md quirks 2, 3, 6-9; docs/runner-behaviour.md#mmdet-classes,
+#mmdet-before-run, #mmdet-update, #mmdet-swap, #mmdet-checkpoint, #resume-matrix):
 
 * updates happen when ``(runner.iter + 1) % interval == 0`` (iterations k-1,
   2k-1, ...), unlike mmcv's ``iter % interval``; the momentum is *not* raised
