@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from compat_ema.core.runner import SimpleRunner
+from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY
 
 
 class FakeRunner(SimpleRunner):
@@ -50,6 +51,19 @@ def ema64(values: List[torch.Tensor], momenta: List[Optional[float]], init: torc
     return e
 
 
+def torch_load(f, weights_only: bool = False, **kwargs):
+    """``torch.load(f, weights_only=...)`` on every torch >= 1.8 (the keyword exists from
+    torch 1.13): ``weights_only=True`` reads with torch's weights-only unpickler, or on
+    older torch with compat_ema's restricted one holding torch's allowlist only
+    (``compat_ema.checkpoint.safe_load.load_weights_only``); ``False`` is a full unpickle."""
+    if weights_only:
+        from compat_ema.checkpoint.safe_load import load_weights_only
+        return load_weights_only(f, **kwargs)
+    if LOAD_WEIGHTS_ONLY:
+        kwargs['weights_only'] = False
+    return torch.load(f, **kwargs)
+
+
 def _weights_only_reads_floats() -> bool:
     """torch 1.13's weights-only unpickler has no BINFLOAT opcode ("Unsupported operand 71"):
     any checkpoint holding a Python float (optimizer lr, meta) fails there. Trusted test
@@ -59,10 +73,40 @@ def _weights_only_reads_floats() -> bool:
     torch.save({'lr': 0.5}, buf)
     buf.seek(0)
     try:
-        torch.load(buf, weights_only=True)
+        torch_load(buf, weights_only=True)
     except Exception:
         return False
     return True
 
 
 WEIGHTS_ONLY_READS_FLOATS = _weights_only_reads_floats()
+
+
+def _bn_counts_in_place() -> bool:
+    """Whether ``BatchNorm`` counts batches in place (``num_batches_tracked.add_(1)``, torch
+    >= 1.11) or rebinds the buffer to a new tensor (``self.num_batches_tracked =
+    self.num_batches_tracked + 1``, torch 1.8-1.10). Rebinding leaves behind the tensor
+    that mmdet's ``BaseEMAHook`` took from ``model.state_dict()`` in ``before_run``: its
+    swaps then exchange the stale counter (0) with the EMA entry and never touch the live
+    one, so on those torch versions the real mmdet 2.28.2 leaves (live, EMA) counters at
+    (n, 0) where torch >= 1.11 gives (0, n) (recorded from the real upstream on torch 1.8.1:
+    reference/torch18/traces). compat_ema reproduces both, because it follows the same
+    tensors."""
+    bn = torch.nn.BatchNorm1d(1)
+    before = bn.num_batches_tracked
+    bn(torch.zeros(2, 1))
+    return bn.num_batches_tracked is before
+
+
+BN_COUNTS_IN_PLACE = _bn_counts_in_place()
+
+
+def resume_comparable(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """What an uninterrupted and a resumed legacy run can be compared on: everything on
+    torch >= 1.11; without the BatchNorm counters on torch < 1.11, where the mmcv/mmdet
+    hooks track a counter that BatchNorm has since replaced (:data:`BN_COUNTS_IN_PLACE`),
+    so the EMA-side counter of a resumed run (which tracks the live counter again from
+    its ``before_run``) differs from the uninterrupted one. Floating entries are unaffected."""
+    if BN_COUNTS_IN_PLACE:
+        return sd
+    return type(sd)((k, v) for k, v in sd.items() if 'num_batches_tracked' not in k)

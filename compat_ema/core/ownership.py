@@ -13,18 +13,18 @@ from typing import List
 import torch
 from torch import Tensor
 
+from . import torch_features
+
 __all__ = ['USE_COUNT', 'BASE_USE', 'exchangeable', 'exclusive', 'owns_exactly', 'same_view',
            'storage_key']
 
-USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)
+USE_COUNT = torch_features.STORAGE_USE_COUNT   # None before torch 2.0
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def storage_key(t: Tensor) -> int:
     """The address of ``t``'s storage."""
-    if hasattr(t, 'untyped_storage'):
-        return t.untyped_storage().data_ptr()
-    return t.storage().data_ptr()  # torch < 2.0 has no Tensor.untyped_storage
+    return torch_features.storage_of(t).data_ptr()
 
 
 def _baseline_use_count() -> int:
