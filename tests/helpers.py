@@ -85,13 +85,13 @@ WEIGHTS_ONLY_READS_FLOATS = _weights_only_reads_floats()
 
 
 def _bn_counts_in_place() -> bool:
-    """Whether ``BatchNorm`` counts batches in place (``num_batches_tracked.add_(1)``, torch
-    >= 1.11) or rebinds the buffer to a new tensor (``self.num_batches_tracked =
-    self.num_batches_tracked + 1``, torch 1.8-1.10). Rebinding leaves behind the tensor
+    """Whether ``BatchNorm`` counts batches in place (``num_batches_tracked.add_(1)``: torch
+    1.12.1 and later) or rebinds the buffer to a new tensor (``self.num_batches_tracked =
+    self.num_batches_tracked + 1``: torch 1.8.1 and 1.10.2). Rebinding leaves behind the tensor
     that mmdet's ``BaseEMAHook`` took from ``model.state_dict()`` in ``before_run``: its
     swaps then exchange the stale counter (0) with the EMA entry and never touch the live
     one, so on those torch versions the real mmdet 2.28.2 leaves (live, EMA) counters at
-    (n, 0) where torch >= 1.11 gives (0, n) (recorded from the real upstream on torch 1.8.1:
+    (n, 0) where newer torch gives (0, n) (recorded from the real upstream on torch 1.8.1:
     reference/torch18/traces). compat_ema reproduces both, because it follows the same
     tensors."""
     bn = torch.nn.BatchNorm1d(1)
@@ -105,7 +105,7 @@ BN_COUNTS_IN_PLACE = _bn_counts_in_place()
 
 def resume_comparable(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """What an uninterrupted and a resumed legacy run can be compared on: everything on
-    torch >= 1.11; without the BatchNorm counters on torch < 1.11, where the mmdet
+    newer torch; without the BatchNorm counters on torch 1.8-1.10, where the mmdet
     hooks track a counter that BatchNorm has since replaced (:data:`BN_COUNTS_IN_PLACE`),
     so the EMA-side counter of a resumed run (which tracks the live counter again from
     its ``before_run``) differs from the uninterrupted one. Floating entries are unaffected."""
@@ -119,7 +119,7 @@ TORCH18 = Path(__file__).resolve().parents[1] / 'reference' / 'torch18'
 
 def replay_or_upstream_error(case: dict, run: Callable[[], Any]) -> Optional[Any]:
     """``run()`` (a replay of a ``reference/cases.py`` case); where this torch's CPU
-    ``lerp_`` lacks the case's dtype (bfloat16 before torch 1.11), the real mmengine
+    ``lerp_`` lacks the case's dtype (bfloat16 in torch 1.8-1.10), the real mmengine
     ``ExponentialMovingAverage`` raises on its first update instead of recording a
     trajectory (``reference/torch18/<case>.error.json``, recorded on torch 1.8.1), so
     compat_ema must raise the same ``RuntimeError``: returns None then. Any other error,

@@ -207,7 +207,7 @@ def test_checkpoint_from_rank0_resumes_on_both_ranks(ddp_results, name):
     because the file holds rank 0's buffers: the same as upstream's rank-0 checkpoints.
     """
     full, resumed = ddp_results[0][name]['full'], ddp_results[0][name]['resumed']
-    # torch < 1.11: BatchNorm counters aside (helpers.resume_comparable)
+    # torch 1.8-1.10: BatchNorm counters aside (helpers.resume_comparable)
     _assert_dicts_equal(resume_comparable(full['ema']), resume_comparable(resumed['ema']),
                         f'{name} rank 0: EMA after resume')
     _assert_dicts_equal(resume_comparable(full['final']), resume_comparable(resumed['final']),

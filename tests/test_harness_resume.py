@@ -23,7 +23,7 @@ MMCV = GENERATION_HOOKS['mmcv']
 
 @pytest.fixture(autouse=True)
 def _legacy_bn_counters(monkeypatch):
-    """torch < 1.11: compare runs without the BatchNorm counters (helpers.resume_comparable)."""
+    """torch 1.8-1.10: compare runs without the BatchNorm counters (helpers.resume_comparable)."""
     strict = equivalence.tensors_equal
     monkeypatch.setattr(equivalence, 'tensors_equal',
                         lambda a, b: strict(resume_comparable(a), resume_comparable(b)))

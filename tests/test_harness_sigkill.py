@@ -52,7 +52,7 @@ def _kill_after_checkpoint(proc):
 
 
 def _equal(a, b):
-    a, b = resume_comparable(a), resume_comparable(b)   # torch < 1.11: BN counters aside
+    a, b = resume_comparable(a), resume_comparable(b)   # torch 1.8-1.10: BN counters aside
     return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 

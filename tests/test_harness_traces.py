@@ -22,7 +22,7 @@ from compat_ema.testing.scenario import run_spec
 from helpers import BN_COUNTS_IN_PLACE  # noqa: E402
 
 REF = Path(__file__).resolve().parent.parent / 'reference'
-#: torch < 1.11 rebinds BatchNorm's counter (helpers.BN_COUNTS_IN_PLACE), which changes what
+#: torch 1.8-1.10 rebinds BatchNorm's counter (helpers.BN_COUNTS_IN_PLACE), which changes what
 #: the legacy hooks do with it: those torch versions replay the traces recorded from the real
 #: runners on torch 1.8.1 (reference/torch18/traces), the others the torch 2.13.0 ones
 TRACES = REF / 'traces' if BN_COUNTS_IN_PLACE else REF / 'torch18' / 'traces'
@@ -82,7 +82,7 @@ def _recorded_torch() -> str:
 def test_the_two_recordings_differ_only_where_torch_did():
     """The torch 1.8.1 and 2.13.0 traces of the real runners have the same structure except
     the BatchNorm counters around mmdet's hooks (they track ``model.state_dict()`` tensors,
-    which torch < 1.11 BatchNorm replaces; mmcv's EMAHook averages parameters only)."""
+    which torch 1.8-1.10 BatchNorm replaces; mmcv's EMAHook averages parameters only)."""
     new, old = REF / 'traces', REF / 'torch18' / 'traces'
     assert {p.name for p in new.glob('*.json')} == {p.name for p in old.glob('*.json')}
     differ = set()

@@ -103,7 +103,7 @@ def test_integer_buffers_swapped_but_never_averaged():
     assert int(model.bn.num_batches_tracked) == 3
     assert int(model.ema_bn_num_batches_tracked) == 0   # never averaged
     hook.after_train_epoch(runner)
-    # (model nbt, ema nbt) == (0, 3) after the epoch-end swap; on torch < 1.11 BatchNorm
+    # (model nbt, ema nbt) == (0, 3) after the epoch-end swap; on torch 1.8-1.10 BatchNorm
     # rebinds its counter, the hook swaps the stale one it tracks and the live one stays
     # (helpers.BN_COUNTS_IN_PLACE; the real mmdet does the same there)
     swapped = (0, 3) if BN_COUNTS_IN_PLACE else (3, 0)

@@ -20,7 +20,7 @@ def test_readme_harness_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('TMPDIR', str(tmp_path))
     namespace: dict = {}
-    if not BN_COUNTS_IN_PLACE:   # torch < 1.11: resumed == uninterrupted but for the BN counters
+    if not BN_COUNTS_IN_PLACE:   # torch 1.8-1.10: resumed == uninterrupted but for the BN counters
         line = 'assert all(full.final[k].equal(part.final[k]) for k in full.final)'
         assert line in code
         code = code.replace(line, line.replace('for k in full.final',

@@ -19,10 +19,14 @@ STORAGE_USE_COUNT       >= 2.0      storage exchange and flat buffers (speed onl
                                     it nothing is provably exclusive, upstream's copies run
 FOREACH_LERP            >= 2.0      mmengine lerp_ fast path: the per-tensor ``lerp_`` loop
 FOREACH_COPY            >= 2.1      batched copies/swaps: per-tensor ``copy_``
-is_cpu                  >= 1.11     ``Tensor.is_cpu``: ``t.device.type == 'cpu'``
-lerp_implemented        varies      ``Tensor.lerp_`` on CPU: bfloat16 from torch 1.11, float16
-                                    later; mmengine's EMA raises there as upstream does
-bits_view               >= 1.11     ``Tensor.view(dtype)`` to another element size (bitwise
+is_cpu                  > 1.10      ``Tensor.is_cpu``: ``t.device.type == 'cpu'``
+get_submodule           >= 1.9      ``Module.get_submodule``: the same ``getattr`` walk
+save_byte_stable        >= 1.9      ``torch.save`` names storage records 0, 1, ...; torch 1.8
+                                    names them after memory addresses, so a golden file written
+                                    there has stable content but not stable bytes
+lerp_implemented        varies      ``Tensor.lerp_`` on CPU: no bfloat16 in torch 1.8-1.10, no
+                                    float16 in 1.13; mmengine's EMA raises there as upstream does
+bits_view               > 1.10      ``Tensor.view(dtype)`` to another element size (bitwise
                                     compares, digests): a same-size integer view
 ======================  ==========  =====================================================
 
@@ -43,7 +47,8 @@ import torch
 
 __all__ = ['LOAD_WEIGHTS_ONLY', 'LOAD_MMAP', 'UNTYPED_STORAGE', 'STORAGE_USE_COUNT',
            'FOREACH_LERP', 'FOREACH_COPY', 'load_honours_pickle_module', 'storage_of',
-           'storage_nbytes', 'is_cpu', 'bits_view', 'lerp_implemented', 'describe']
+           'storage_nbytes', 'is_cpu', 'bits_view', 'lerp_implemented', 'get_submodule',
+           'save_byte_stable', 'describe']
 
 
 def _load_parameters() -> frozenset:
@@ -72,7 +77,7 @@ def _is_cpu_by_device(t: torch.Tensor) -> bool:
     return t.device.type == 'cpu'
 
 
-#: ``is_cpu(t)``: ``t.is_cpu`` (a C attribute, torch >= 1.11) or ``t.device.type == 'cpu'``
+#: ``is_cpu(t)``: ``t.is_cpu`` (a C attribute; not in torch 1.8-1.10) or ``t.device.type == 'cpu'``
 is_cpu = operator.attrgetter('is_cpu') if hasattr(torch.Tensor, 'is_cpu') else _is_cpu_by_device
 
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -148,6 +153,33 @@ def lerp_implemented(dtype: torch.dtype, device: str = 'cpu') -> bool:
     return True
 
 
+def get_submodule(module: torch.nn.Module, target: str) -> torch.nn.Module:
+    """``module.get_submodule(target)`` (torch >= 1.9), or the same walk by ``getattr``
+    through ``'a.b.c'``: ``AttributeError`` for a missing or non-module step."""
+    if hasattr(module, 'get_submodule'):
+        return module.get_submodule(target)
+    mod = module
+    for item in target.split('.') if target else ():
+        mod = getattr(mod, item)   # AttributeError names the missing step
+        if not isinstance(mod, torch.nn.Module):
+            raise AttributeError(f'`{item}` is not an nn.Module')
+    return mod
+
+
+@functools.lru_cache(maxsize=None)
+def save_byte_stable() -> bool:
+    """Whether ``torch.save`` writes the same bytes for the same content held in other
+    memory (torch >= 1.9; torch 1.8 names each storage record after its address)."""
+    blobs = []
+    for _ in range(2):
+        keep = [torch.zeros(3) for _ in range(2)]   # two allocations alive: other addresses
+        buf = io.BytesIO()
+        torch.save({'t': keep[-1]}, buf)
+        blobs.append(buf.getvalue())
+        blobs.append(keep)
+    return blobs[0] == blobs[2]
+
+
 def describe() -> dict:
     """Every probe's answer (``compat-ema doctor`` and bug reports)."""
     return {'torch': torch.__version__, 'load_weights_only': LOAD_WEIGHTS_ONLY,
@@ -157,4 +189,5 @@ def describe() -> dict:
             'foreach_lerp': FOREACH_LERP, 'foreach_copy': FOREACH_COPY,
             'cpu_lerp_bfloat16': lerp_implemented(torch.bfloat16),
             'cpu_lerp_float16': lerp_implemented(torch.float16),
-            'is_cpu_attribute': hasattr(torch.Tensor, 'is_cpu')}
+            'is_cpu_attribute': hasattr(torch.Tensor, 'is_cpu'),
+            'save_byte_stable': save_byte_stable()}

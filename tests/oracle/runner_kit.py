@@ -277,7 +277,8 @@ def checkpoint_files(work_dir: Path) -> List[str]:
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().reshape(-1).contiguous().view(torch.uint8)
+    from compat_ema.core.torch_features import bits_view   # torch 1.8-1.10: no view(uint8)
+    return bits_view(t.detach().reshape(-1).contiguous())
 
 
 def _same_tensor(a, b) -> bool:
