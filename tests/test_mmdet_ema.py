@@ -1,4 +1,5 @@
-"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (UPSTREAM_NOTES 2-3, 6-9)."""
+"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (docs/upstream-quirks.md
+quirks 2-3, 6-9)."""
 from __future__ import annotations
 
 import math
@@ -103,9 +104,9 @@ def test_integer_buffers_swapped_but_never_averaged():
     assert int(model.bn.num_batches_tracked) == 3
     assert int(model.ema_bn_num_batches_tracked) == 0   # never averaged
     hook.after_train_epoch(runner)
-    # (model nbt, ema nbt) == (0, 3) after the epoch-end swap; on torch 1.8-1.10 BatchNorm
-    # rebinds its counter, the hook swaps the stale one it tracks and the live one stays
-    # (helpers.BN_COUNTS_IN_PLACE; the real mmdet does the same there)
+    # docs/runner-behaviour.md#mmdet-swap: (model nbt, ema nbt) == (0, 3) after the epoch-end swap;
+    # on torch 1.8-1.10 BatchNorm rebinds its counter, the hook swaps the stale one it tracks
+    # and the live one stays (helpers.BN_COUNTS_IN_PLACE; the real mmdet does the same there)
     swapped = (0, 3) if BN_COUNTS_IN_PLACE else (3, 0)
     assert (int(model.bn.num_batches_tracked), int(model.ema_bn_num_batches_tracked)) == swapped
     hook.before_train_epoch(runner)
