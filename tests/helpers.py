@@ -119,7 +119,7 @@ TORCH18 = Path(__file__).resolve().parents[1] / 'reference' / 'torch18'
 
 def replay_or_upstream_error(case: dict, run: Callable[[], Any]) -> Optional[Any]:
     """``run()`` (a replay of a ``reference/cases.py`` case); where this torch's CPU
-    ``lerp_`` lacks the case's dtype (bfloat16 in torch 1.8-1.10), the real mmengine
+    ``lerp_`` lacks the case's dtype (bfloat16 in torch 1.8-1.12), the real mmengine
     ``ExponentialMovingAverage`` raises on its first update instead of recording a
     trajectory (``reference/torch18/<case>.error.json``, recorded on torch 1.8.1), so
     compat_ema must raise the same ``RuntimeError``: returns None then. Any other error,

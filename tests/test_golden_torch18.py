@@ -4,7 +4,7 @@
 ``oracle-torch1.8.1`` tox env (the real mmcv 1.6.0 lite, mmdet 2.28.2 and mmengine 0.10.7 on
 torch 1.8.1+cu102, run on the CPU): the upstream on the oldest torch compat_ema supports,
 what legacy projects ran. Where the upstream could not run a case on that torch it recorded
-the error instead (``<case>.error.json``: mmengine's bfloat16 ``lerp_``, which torch 1.8-1.10
+the error instead (``<case>.error.json``: mmengine's bfloat16 ``lerp_``, which torch 1.8-1.12
 do not have on the CPU). compat_ema replays every case on the running torch, both kernel
 paths, within ``TORCH18_POLICY`` (MIGRATION.md, "Tolerance policy", "Goldens recorded on
 torch 1.8.1"):

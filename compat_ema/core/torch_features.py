@@ -24,7 +24,7 @@ get_submodule           >= 1.9      ``Module.get_submodule``: the same ``getattr
 save_byte_stable        >= 1.9      ``torch.save`` names storage records 0, 1, ...; torch 1.8
                                     names them after memory addresses, so a golden file written
                                     there has stable content but not stable bytes
-lerp_implemented        varies      ``Tensor.lerp_`` on CPU: no bfloat16 in torch 1.8-1.10, no
+lerp_implemented        varies      ``Tensor.lerp_`` on CPU: no bfloat16 in torch 1.8-1.12, no
                                     float16 in 1.13; mmengine's EMA raises there as upstream does
 bits_view               > 1.10      ``Tensor.view(dtype)`` to another element size (bitwise
                                     compares, digests): a same-size integer view

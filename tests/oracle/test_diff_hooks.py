@@ -247,7 +247,7 @@ def test_random_case_bitwise(seed):
         warnings.simplefilter('error')      # compat must not warn (no deprecated add_ overload)
         got, error = _outcome(lambda: run_stream(case, compat_hook, copy.deepcopy(base)))
     # where the upstream cannot run a case on this torch (mmengine's lerp_ on a dtype whose
-    # CPU lerp_ torch 1.8-1.10 lacks), compat_ema raises the same error
+    # CPU lerp_ torch 1.8-1.12 lacks), compat_ema raises the same error
     assert error == up_error, f'case {case}'
     if up_error is not None:
         return
