@@ -5,7 +5,7 @@ import argparse
 import ast
 import os
 import sys
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from . import DONE, REFUSED, fail
 
@@ -33,10 +33,9 @@ def _entries(arg: str, generation) -> List[Tuple[str, object]]:
     if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
                                            and node.func.id == 'dict'):
         # ExpMomentumEMAHook(momentum=1e-4) is read as dict(type='ExpMomentumEMAHook', ...)
-        try:
-            name = ast.unparse(node.func) if hasattr(ast, 'unparse') else node.func.id  # type: ignore[attr-defined]
-        except AttributeError:
-            raise ConfigError(f'not a hook: {arg!r}') from None
+        name = _dotted(node.func)
+        if name is None:
+            raise ConfigError(f'not a hook: {arg!r}')
         node = ast.Call(func=ast.Name('dict', ast.Load()),
                         args=[], keywords=[ast.keyword('type', ast.Constant(name))]
                         + list(node.keywords))
@@ -53,6 +52,17 @@ def _entries(arg: str, generation) -> List[Tuple[str, object]]:
         raise ConfigError(f'{entry["type"]!r} is not an EMA hook this tool knows (mmcv EMAHook, '
                           'mmdet ExpMomentumEMAHook/LinearMomentumEMAHook, mmengine EMAHook)')
     return [('hook', spec)]
+
+
+def _dotted(node) -> Optional[str]:
+    """``mmcv.EMAHook`` for a ``Name``/``Attribute`` chain, else None (``ast.unparse``
+    exists only from Python 3.9)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f'{base}.{node.attr}'
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -10,11 +10,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import torch_features
+
 __all__ = ['BATCH_BYTES', 'GRAIN_SIZE', 'HAS_FOREACH_LERP', 'HAS_FOREACH_COPY', 'REDUCED', 'aliased',
            'groups', 'batches', 'same_layout']
 
-HAS_FOREACH_LERP = hasattr(torch, '_foreach_lerp_')
-HAS_FOREACH_COPY = hasattr(torch, '_foreach_copy_')
+HAS_FOREACH_LERP = torch_features.FOREACH_LERP
+HAS_FOREACH_COPY = torch_features.FOREACH_COPY
 #: CPU ``_foreach_mul_`` by a Python scalar rounds the scalar to these dtypes; ``mul_`` does not.
 REDUCED = (torch.bfloat16, torch.float16)
 

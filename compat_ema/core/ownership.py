@@ -18,6 +18,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import torch_features
+
 __all__ = ['USE_COUNT', 'BASE_USE', 'exchangeable', 'exclusive', 'owns_exactly', 'probe_use_count',
            'same_view', 'storage_key']
 
@@ -26,9 +28,7 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 def storage_key(t: Tensor) -> int:
     """The address of ``t``'s storage."""
-    if hasattr(t, 'untyped_storage'):
-        return t.untyped_storage().data_ptr()
-    return t.storage().data_ptr()  # torch < 2.0 has no Tensor.untyped_storage
+    return torch_features.storage_of(t).data_ptr()
 
 
 def probe_use_count(api=None) -> Tuple[Optional[Callable[[int], int]], int]:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
+from ..core.torch_features import bits_view
 from ..core.wrappers import unwrap
 from ..mmcv.runner.hooks.hook import Hook as MMCVHook
 from ..mmengine.hooks.hook import Hook as MMEngineHook
@@ -49,7 +50,7 @@ def tensor_digest(t: torch.Tensor) -> str:
     """First 16 hex digits of sha256 over dtype, shape and the raw bytes (bitwise identity)."""
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype}{tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    h.update(bits_view(t.reshape(-1)).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()[:16]
 
 

@@ -32,13 +32,13 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..._compat_registry import MMENGINE_MODELS
-from ...core import kernels
+from ...core import kernels, torch_features
 from ...core.checks import require
 from ...core.structure import ModuleSnapshot
 
 _LOG = logging.getLogger('compat_ema.mmengine')
 _DEVICE = operator.attrgetter('device')
-_IS_CPU = operator.attrgetter('is_cpu')
+_IS_CPU = torch_features.is_cpu   # Tensor.is_cpu, or the device type on torch < 1.11
 
 
 class BaseAveragedModel(nn.Module):
