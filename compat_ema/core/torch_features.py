@@ -124,9 +124,9 @@ def load_honours_pickle_module() -> bool:
             return super().find_class(module, name)
 
     probe = type(pickle)('compat_ema_probe_pickle')
-    probe.Unpickler = _Probe
-    probe.load = lambda f, **kw: _Probe(f, **kw).load()
-    probe.UnpicklingError = pickle.UnpicklingError
+    probe.Unpickler = _Probe  # type: ignore[attr-defined]
+    probe.load = lambda f, **kw: _Probe(f, **kw).load()  # type: ignore[attr-defined]
+    probe.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
     buf = io.BytesIO()
     torch.save({'t': torch.zeros(1)}, buf)
     buf.seek(0)
@@ -176,7 +176,7 @@ def save_byte_stable() -> bool:
         buf = io.BytesIO()
         torch.save({'t': keep[-1]}, buf)
         blobs.append(buf.getvalue())
-        blobs.append(keep)
+        blobs.append(keep)  # type: ignore[arg-type]
     return blobs[0] == blobs[2]
 
 

@@ -7,9 +7,8 @@ The library side of the ``ema_golden`` pytest fixture
 Two kinds of golden objects:
 
 * a **state dict**: ``{key: Tensor}`` (an ``nn.Module`` is taken as its ``state_dict()``);
-* a **trajectory**: a :class:`Trajectory`, i.e. labelled snapshots of state dicts
-  (one per hook call, per iteration, ...). A list of dicts or of
-  ``(label, dict)`` pairs is accepted too.
+* a **trajectory**: a :class:`Trajectory`, i.e. labelled snapshots of state dicts (one per hook
+  call, per iteration, ...). A list of dicts or of ``(label, dict)`` pairs is accepted too.
 
 File format ``compat_ema.golden`` version 1: ``torch.save`` of a plain dict
 (``format``, ``version``, ``kind``, ``keys``, ``data``, ``meta_json``; for
