@@ -118,7 +118,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError('disk full')
 
-    monkeypatch.setattr(golden.os, 'replace', boom)
+    monkeypatch.setattr(os, 'replace', boom)  # what core.atomic's rename calls
     with pytest.raises(OSError, match='disk full'):
         golden.save_golden(path, {'a': torch.zeros(1)})
     assert path.read_bytes() == before

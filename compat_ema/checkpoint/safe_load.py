@@ -62,6 +62,8 @@ class Opaque:
     """
 
     upstream = '?'
+    args: Tuple[Any, ...]
+    state: Any
     allowlisted = False   # True: a legitimate OpenMMLab reference, read inertly
 
     def __new__(cls, *args, **kwargs):
@@ -185,10 +187,10 @@ def _make_pickle_module(opaque: bool, refused: List[str], standins: bool = True
                 'if you trust this file', refused=[full])
 
     mod = types.ModuleType('compat_ema_restricted_pickle')
-    mod.Unpickler = RestrictedUnpickler
-    mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()
-    mod.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()
-    mod.UnpicklingError = pickle.UnpicklingError
+    mod.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+    mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+    mod.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()  # type: ignore[attr-defined]
+    mod.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
     return mod
 
 
@@ -227,7 +229,7 @@ def detect_serialization(path) -> str:
         raise CheckpointError(f'{path}: empty file (0 bytes), not a checkpoint')
     with open(path, 'rb') as f:
         head = f.read(len(LEGACY_MAGIC))
-    if head.startswith(b'PK\x03\x04') or head.startswith(b'PK\x05\x06'):
+    if head.startswith((b'PK\x03\x04', b'PK\x05\x06')):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()

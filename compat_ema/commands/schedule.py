@@ -78,18 +78,18 @@ def _run(args: argparse.Namespace) -> int:
         entries = _entries(args.hook, args.generation)
         columns = {}
         for label, spec in entries:
-            steps = momentum_schedule(spec, args.iters, args.iters_per_epoch)
-            resolved = ', '.join(f'{k}={v!r}' for k, v in spec.resolved().items()
+            steps = momentum_schedule(spec, args.iters, args.iters_per_epoch)  # type: ignore[arg-type]
+            resolved = ', '.join(f'{k}={v!r}' for k, v in spec.resolved().items()  # type: ignore[attr-defined]
                                  if v is not None and k != 'resume_from')
-            print(f'{label}: {spec.kind}({resolved})'
-                  + ('' if spec.priority is None else f' priority={spec.priority!r}'))
-            print(format_table({spec.kind: steps}, max_rows=args.rows))
-            for note in schedule_notes(spec, steps):
+            print(f'{label}: {spec.kind}({resolved})'  # type: ignore[attr-defined]
+                  + ('' if spec.priority is None else f' priority={spec.priority!r}'))  # type: ignore[attr-defined]
+            print(format_table({spec.kind: steps}, max_rows=args.rows))  # type: ignore[attr-defined]
+            for note in schedule_notes(spec, steps):  # type: ignore[arg-type]
                 print(f'note: {note}')
             print()
-            columns[f'{label} {spec.kind}' if len(entries) > 1 else spec.kind] = steps
+            columns[f'{label} {spec.kind}' if len(entries) > 1 else spec.kind] = steps  # type: ignore[attr-defined]
         if args.plot:
-            plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])
+            plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])  # type: ignore[arg-type]
             print(f'wrote {args.plot}')
     except (ConfigError, UnknownKeysError, AmbiguousHookError, ValueError, OutputExists,
             MatplotlibMissing, OSError) as exc:

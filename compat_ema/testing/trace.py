@@ -125,7 +125,7 @@ def probe(runner, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     if ema is not None:
         ema_w = _get(ema, 'module.fc.weight')
         ema_nbt = _get(ema, 'module.bn.num_batches_tracked')
-        steps = int(ema.steps) if hasattr(ema, 'steps') else None
+        steps = int(ema.steps) if hasattr(ema, 'steps') else None  # type: ignore[arg-type]
     else:
         ema_w = _get(model, 'ema_fc_weight')
         ema_nbt = _get(model, 'ema_bn_num_batches_tracked')

@@ -51,6 +51,8 @@ class BaseAveragedModel(nn.Module):
         update_buffers: also average buffers (the whole state dict). Defaults to False.
     """
 
+    steps: Tensor  # a registered buffer (long scalar)
+
     def __init__(self, model: nn.Module, interval: int = 1,
                  device: Optional[torch.device] = None, update_buffers: bool = False) -> None:
         super().__init__()
@@ -72,7 +74,7 @@ class BaseAveragedModel(nn.Module):
     def _avg_many(self, averaged: List[Tensor], sources: List[Tensor], steps: Tensor) -> None:
         """Apply ``avg_func`` to each pair; built-in subclasses batch it."""
         for avg, src in zip(averaged, sources):
-            self.avg_func(avg, src, steps)
+            self.avg_func(avg, src, steps)  # type: ignore[arg-type]  # upstream passes the tensor
 
     def __getstate__(self):
         """Pickle/deepcopy without the cached fast-path plan (it references the source model)."""
