@@ -34,7 +34,9 @@ def test_torch_warns_without_numpy():
     proc = subprocess.run([sys.executable, '-W', 'default', '-c',
                            "import sys; sys.modules['numpy'] = None; import torch"],
                           capture_output=True, text=True, timeout=300)
-    assert 'Failed to initialize NumPy' in proc.stderr
+    # torch 1.8 does not even import without it (ImportError: numpy.core.multiarray failed to import)
+    assert 'Failed to initialize NumPy' in proc.stderr or (
+        'numpy.core.multiarray failed to import' in proc.stderr and proc.returncode != 0)
 
 
 @pytest.mark.slow
