@@ -63,3 +63,85 @@ def write_atomic(obj: Dict[str, Any], path: Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# --------------------------------------------------------------------------- environment
+#: ATEN_CPU_CAPABILITY values recorded, primary first; a value this CPU cannot run gives a class
+#: already recorded and is skipped (on an AVX2 CPU: AVX2 and DEFAULT; on AVX-512: all three).
+CLASS_REQUESTS = ('avx2', 'avx512', 'default')
+_CHILD = 'COMPAT_EMA_GEN_CLASS_CHILD'
+
+
+def environment_module():
+    """compat_ema/testing/environment.py loaded by path (torch + stdlib only; no compat_ema
+    package import, so generate.py's firewall still holds for every reference value)."""
+    import importlib.util
+    import sys
+    name = 'reference_environment'
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / 'compat_ema' / 'testing' / 'environment.py'
+        spec = importlib.util.spec_from_file_location(name, str(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def fingerprint() -> Dict[str, Any]:
+    """The environment fingerprint of this process (see compat_ema.testing.environment)."""
+    return environment_module().fingerprint('cpu')
+
+
+def is_class_child() -> bool:
+    """True in the child process that records one kernel class."""
+    return bool(os.environ.get(_CHILD))
+
+
+def record_per_class(script: Path, out_dir: Path) -> List[Path]:
+    """Run ``script OUT`` once per kernel class (``ATEN_CPU_CAPABILITY``, 1 thread) and merge:
+    one golden file per case, its ``data`` recorded with the first class, ``variants`` holding the
+    keys that round differently under the others, ``meta.kernel_classes`` and
+    ``meta.environment`` (format version 2)."""
+    import subprocess
+    import sys
+    out_dir = Path(out_dir)
+    recorded: Dict[str, Path] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for req in CLASS_REQUESTS:
+            sub = Path(tmp) / req
+            env = dict(os.environ, ATEN_CPU_CAPABILITY=req, OMP_NUM_THREADS='1',
+                       MKL_NUM_THREADS='1', **{_CHILD: '1'})
+            subprocess.run([sys.executable, str(script), str(sub)], env=env, check=True)
+            first = sorted(sub.glob('*.pt'))[0]
+            cls = json.loads(torch.load(str(first), weights_only=True)['meta_json'])[
+                'environment']['kernel_class']
+            if cls not in recorded:
+                recorded[cls] = sub
+        classes = list(recorded)
+        primary = recorded[classes[0]]
+        written = []
+        for path in sorted(primary.glob('*.pt')):
+            raw = torch.load(str(path), weights_only=True)
+            meta = json.loads(raw['meta_json'])
+            variants = {}
+            for cls in classes[1:]:
+                other = torch.load(str(recorded[cls] / path.name), weights_only=True)
+                if other['keys'] != raw['keys'] or other.get('index') != raw.get('index') \
+                        or other.get('labels') != raw.get('labels'):
+                    raise RuntimeError(f'{path.name}: the schedule differs under {cls}')
+                variants[cls] = {k: v for k, v in other['data'].items()
+                                 if not _same_bits(v, raw['data'][k])}
+            meta['kernel_classes'] = classes
+            raw['meta_json'] = json.dumps(meta, sort_keys=True)
+            raw['version'] = 2
+            raw['variants'] = variants
+            written.append(write_atomic(raw, out_dir / path.name))
+    return written
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
+    return torch.equal(a, b)

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from compat_ema.core import kernels
-from compat_ema.testing import golden
+from compat_ema.testing import golden, portable
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -76,8 +76,9 @@ def test_replay_matches_torch113_golden(name, fast, caplog):
             labels, snaps = cases.drive(meta['case'], _hook)
     finally:
         kernels.set_fast_path(before)
-    golden.assert_matches(expected, golden.Trajectory(labels, snaps),
-                          ulp=policy_for(torch.__version__),
+    classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']
+    portable.check_golden(GOLDENS / f'{name}.pt', golden.Trajectory(labels, snaps), 'cpu',
+                          ulp=policy_for(torch.__version__), classes=classes,
                           context=f'torch 1.13.1 golden {name!r} replayed on torch '
                                   f'{torch.__version__} ({"foreach" if fast else "faithful"})')
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from compat_ema.core import kernels
-from compat_ema.testing import golden
+from compat_ema.testing import golden, portable
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -67,9 +67,9 @@ def kernel_path(request):
 
 @pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))
 def test_replays_golden_trajectory_cpu(name, kernel_path):
-    expected, meta = load_case(name)
+    _, meta = load_case(name)
     tol = golden.tolerance_for(torch.__version__, 'cpu')
-    golden.assert_matches(expected, replay(meta['case']), ulp=tol.ulp, atol=tol.atol,
+    portable.check_golden(TRAJ / f'{name}.pt', replay(meta['case']), 'cpu', tol.ulp, tol.atol,
                           context=f'golden case {name!r} (torch {torch.__version__}, cpu, '
                                   f"{'foreach' if kernel_path else 'faithful'} kernels)")
 
@@ -77,11 +77,11 @@ def test_replays_golden_trajectory_cpu(name, kernel_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))
 def test_replays_golden_trajectory_cuda(name):
-    expected, meta = load_case(name)
+    _, meta = load_case(name)
     tol = golden.tolerance_for(torch.__version__, 'cuda')
-    golden.assert_matches(expected, replay(meta['case'], device='cuda'), ulp=tol.ulp,
-                          atol=tol.atol, context=f'golden case {name!r} (torch '
-                                                 f'{torch.__version__}, cuda)')
+    portable.check_golden(TRAJ / f'{name}.pt', replay(meta['case'], device='cuda'), 'cuda',
+                          tol.ulp, tol.atol, context=f'golden case {name!r} (torch '
+                                                     f'{torch.__version__}, cuda)')
 
 
 def test_every_golden_file_is_a_case_and_back():
