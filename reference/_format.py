@@ -66,9 +66,6 @@ def write_atomic(obj: Dict[str, Any], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- environment
-#: ATEN_CPU_CAPABILITY values recorded, primary first; a value this CPU cannot run gives a class
-#: already recorded and is skipped (on an AVX2 CPU: AVX2 and DEFAULT; on AVX-512: all three).
-CLASS_REQUESTS = ('avx2', 'avx512', 'default')
 _CHILD = 'COMPAT_EMA_GEN_CLASS_CHILD'
 
 
@@ -107,7 +104,9 @@ def record_per_class(script: Path, out_dir: Path) -> List[Path]:
     out_dir = Path(out_dir)
     recorded: Dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for req in CLASS_REQUESTS:
+        # ATEN_CPU_CAPABILITY values this CPU can run, primary (AVX2) first: on an AVX2 CPU
+        # AVX2 and DEFAULT; with AVX-512 all three
+        for req in environment_module().producible_capabilities():
             sub = Path(tmp) / req
             env = dict(os.environ, ATEN_CPU_CAPABILITY=req, OMP_NUM_THREADS='1',
                        MKL_NUM_THREADS='1', **{_CHILD: '1'})

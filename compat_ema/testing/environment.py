@@ -27,12 +27,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 __all__ = ['fingerprint', 'kernel_class', 'training_key', 'describe', 'environment_note',
-           'EQUIVALENT_CLASSES', 'cpu_model', 'effective_capability']
+           'EQUIVALENT_CLASSES', 'cpu_model', 'effective_capability',
+           'producible_capabilities']
 
 #: kernel classes that run the same elementwise arithmetic as another class, with the evidence.
 #: ``AVX512``: torch's AVX-512 and AVX2 kernels of ``mul_``, ``add_(alpha=)``, ``lerp_`` and the
@@ -87,6 +88,18 @@ def effective_capability() -> str:
         if cap.startswith('AVX2') and not {'avx2', 'fma'} <= flags:
             cap = 'DEFAULT'
     return cap
+
+
+def producible_capabilities() -> List[str]:
+    """The ``ATEN_CPU_CAPABILITY`` values this CPU can run, FMA classes first. Never ask for
+    more: torch 2.13 runs some AVX-512 kernels when told to even on a CPU without AVX-512
+    (measured: a GRU dies with SIGILL under ``ATEN_CPU_CAPABILITY=avx512`` on an AVX2 CPU)."""
+    if _arch() != 'x86_64':
+        return ['default']
+    flags = _cpu_flags()
+    return ([c for c, need in (('avx2', {'avx2', 'fma'}), ('avx512', {'avx512f', 'avx512bw',
+                                                                     'avx512vl', 'avx512dq'}))
+             if need <= flags] + ['default'])
 
 
 def _arch() -> str:

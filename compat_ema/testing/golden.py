@@ -155,8 +155,8 @@ def _with_variants(packed: Dict[str, Any], variants: Optional[Mapping[str, Any]]
     out: Dict[str, Dict[str, Tensor]] = {}
     for cls, obj in variants.items():
         other = _pack(as_golden(obj), {})
-        if other['keys'] != packed['keys'] or other.get('labels') != packed.get('labels') \
-                or other.get('index') != packed.get('index'):
+        if set(other['keys']) != set(packed['keys']) or other.get('labels') != packed.get(
+                'labels') or other.get('index') != packed.get('index'):
             raise ValueError(f'kernel class {cls!r}: keys, labels or steps differ from the '
                              'primary recording; only the arithmetic may differ between classes')
         out[str(cls)] = {k: v for k, v in other['data'].items()
