@@ -20,6 +20,8 @@ from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
 from helpers import WEIGHTS_ONLY_READS_FLOATS
 
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
+
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 
 

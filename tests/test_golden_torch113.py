@@ -32,6 +32,8 @@ REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
 import cases  # noqa: E402
 
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
+
 GOLDENS = REF / 'torch113'
 
 #: (running torch pattern, ULP bound per dtype): the first match applies (measured rows).

@@ -26,6 +26,8 @@ REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
 import cases  # noqa: E402  (reference/cases.py: models, fake runner, event streams)
 
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
+
 TRAJ = REF / 'trajectories'
 
 

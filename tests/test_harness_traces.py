@@ -35,7 +35,8 @@ from compat_ema.testing.scenario import run_spec
 TRACES = Path(__file__).resolve().parent.parent / 'reference' / 'traces'
 FILES = sorted(TRACES.glob('*.json'))
 
-pytestmark = pytest.mark.filterwarnings('ignore::compat_ema.testing.mmcv_runner.EMASetupWarning')
+pytestmark = [pytest.mark.filterwarnings('ignore::compat_ema.testing.mmcv_runner.EMASetupWarning'),
+              pytest.mark.golden]  # re-run by .ci/run under other CPU/BLAS/thread settings
 
 
 @pytest.fixture(autouse=True)

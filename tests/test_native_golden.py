@@ -22,6 +22,8 @@ from compat_ema.mmengine.hooks import EMAHook
 from compat_ema.mmyolo import ExpMomentumEMA as MMYOLOEMA
 from compat_ema.testing import environment, golden, portable
 
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
+
 NATIVE = Path(__file__).resolve().parents[1] / 'reference' / 'native'
 CASES = {c['name']: c for c in native.golden_cases()}
 CLASSES = {'mmdet3': MMDet3EMA, 'mmyolo': MMYOLOEMA}
