@@ -112,7 +112,7 @@ def record_per_class(script: Path, out_dir: Path) -> List[Path]:
                        MKL_NUM_THREADS='1', **{_CHILD: '1'})
             subprocess.run([sys.executable, str(script), str(sub)], env=env, check=True)
             first = sorted(sub.glob('*.pt'))[0]
-            cls = json.loads(torch.load(str(first), weights_only=True)['meta_json'])[
+            cls = json.loads(_load(first)['meta_json'])[
                 'environment']['kernel_class']
             if cls not in recorded:
                 recorded[cls] = sub
@@ -120,11 +120,11 @@ def record_per_class(script: Path, out_dir: Path) -> List[Path]:
         primary = recorded[classes[0]]
         written = []
         for path in sorted(primary.glob('*.pt')):
-            raw = torch.load(str(path), weights_only=True)
+            raw = _load(path)
             meta = json.loads(raw['meta_json'])
             variants = {}
             for cls in classes[1:]:
-                other = torch.load(str(recorded[cls] / path.name), weights_only=True)
+                other = _load(recorded[cls] / path.name)
                 if other['keys'] != raw['keys'] or other.get('index') != raw.get('index') \
                         or other.get('labels') != raw.get('labels'):
                     raise RuntimeError(f'{path.name}: the schedule differs under {cls}')
@@ -138,9 +138,20 @@ def record_per_class(script: Path, out_dir: Path) -> List[Path]:
     return written
 
 
+def _load(path: Path) -> Dict[str, Any]:
+    """``torch.load`` of a file this module wrote (``weights_only`` where torch has it: >= 1.13)."""
+    try:
+        return torch.load(str(path), map_location='cpu', weights_only=True)
+    except TypeError:  # torch < 1.13: no weights_only (these are our own child's files)
+        return torch.load(str(path), map_location='cpu')
+
+
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     if a.is_floating_point():
-        a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
+        try:
+            a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
+        except (TypeError, RuntimeError):  # torch < 1.9: no view(dtype); equal values then
+            pass
     return torch.equal(a, b)

@@ -389,8 +389,13 @@ def classify(rel: str, old: Path, new: Path, old_env: Optional[dict],
     else:
         why = 'bytes'
     if why is None:
+        if rel.endswith('.pth'):
+            return 'environment-only', ('run-specific values (timestamps, work dir, wall-clock '
+                                        'times)' + ('; training numerics of another environment'
+                                                    if training_differs else ''))
         return 'environment-only', ('training numerics of another environment'
-                                    if training_differs else 'environment fields')
+                                    if training_differs else 'environment fields (fingerprint, '
+                                    'kernel classes)')
     return 'DIFFERS', why
 
 
