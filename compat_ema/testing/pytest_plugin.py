@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import pytest
 
 from . import golden
-from .environment import producible_capabilities
+from .environment import environment_note, fingerprint, producible_capabilities, training_key
 from .replay import EMAReplay
 
 _RECORDED = pytest.StashKey[List[str]]()
@@ -121,20 +121,29 @@ class GoldenChecker:
         nodeid = self._request.node.nodeid
         obj = golden.as_golden(obj)
         if self._record:
-            golden.save_golden(path, obj, meta={'test': nodeid, **dict(meta or {})})
+            golden.save_golden(path, obj, meta={'test': nodeid, 'environment': fingerprint(),
+                                                **dict(meta or {})})
             self._request.config.stash[_RECORDED].append(str(path))
             return
         if not path.exists():
             pytest.fail(f'golden file {path} does not exist; record it with:\n'
                         f'    pytest {nodeid} --golden-record', pytrace=False)
         message = None
+        recorded_env = None
         try:
-            expected, _ = golden.load_golden(path)
+            expected, file_meta = golden.load_golden(path)
+            recorded_env = file_meta.get('environment')
             golden.assert_matches(expected, obj, ulp=ulp, atol=atol, context=str(path))
         except golden.GoldenFileError as exc:
             message = str(exc)
         except golden.GoldenMismatch as exc:
-            message = (f'{exc}\n(re-record with: pytest {nodeid} --golden-record, if the '
+            here = fingerprint()
+            env = ''
+            if recorded_env and training_key(recorded_env) != training_key(here):
+                env = (f'\n({environment_note(recorded_env, here)}: this golden pins live values, '
+                       'whose last bits are the machine\'s; ema_golden.replay() pins the EMA '
+                       'only, see docs/golden-tests.md)')
+            message = (f'{exc}{env}\n(re-record with: pytest {nodeid} --golden-record, if the '
                        'change is intended)')
         if message is not None:  # outside the except: no chained traceback in the report
             pytest.fail(message, pytrace=False)
