@@ -27,7 +27,7 @@ def test_regeneration_matches_the_manifest():
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'OK: no file differs beyond the environment' in res.stdout
-    assert 'gen_trajectories wrote 46 file(s)' in res.stdout
+    assert 'gen_trajectories wrote 47 file(s)' in res.stdout
     assert 'DIFFERS' not in res.stdout
     assert re.search(r'check: environment-only +checkpoints/mmengine_epoch_ema.pth \(run-specific',
                      res.stdout), res.stdout
