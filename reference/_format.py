@@ -119,6 +119,10 @@ def record_per_class(script: Path, out_dir: Path) -> List[Path]:
         classes = list(recorded)
         primary = recorded[classes[0]]
         written = []
+        for path in sorted(primary.glob('*.error.json')):  # the upstream failed on this torch
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / path.name).write_bytes(path.read_bytes())
+            written.append(out_dir / path.name)
         for path in sorted(primary.glob('*.pt')):
             raw = _load(path)
             meta = json.loads(raw['meta_json'])

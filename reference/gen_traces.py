@@ -21,7 +21,8 @@ The harness (``compat_ema.testing.scenario.run_spec``) produces the same record;
 ``tests/test_harness_traces.py`` compares them. Output is deterministic
 (byte-identical on regeneration).
 
-Workarounds (ORACLE.md): a torchvision stub; mmdet's ``ema.py`` loaded from its
+Workarounds (docs/runner-behaviour.md#oracle-environment): a torchvision stub; mmdet's ``ema.py``
+loaded from its
 file; ``time.sleep`` made a no-op in the runner/loop modules only;
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` so mmengine can load its own checkpoints.
 Runs single-threaded (``torch.set_num_threads(1)``): float results of the
@@ -46,6 +47,9 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+#: torch.load(weights_only=False) on torch >= 1.13; torch 1.8-1.12 have no such keyword
+_FULL_LOAD = {'weights_only': False} if 'weights_only' in __import__('inspect').signature(torch.load).parameters else {}
 
 # -- scenarios -------------------------------------------------------------------
 
@@ -101,7 +105,7 @@ SCENARIOS: List[dict] = [
           workflow=[['train', 1]]),
     _mmcv('mmdet_epoch_ckpt_interval3', _h(EXP, priority=49), max_epochs=4,
           workflow=[['train', 1]], checkpoint=3),
-    # mmcv resume matrix (RUNNER_SPEC B.6, A.11)
+    # mmcv resume matrix (docs/runner-behaviour.md#resume-matrix, #mmcv-emahook)
     *[_mmcv(f'{gen}_epoch_resume_{how}_{tag}', _h(cfg, **({'priority': 49} if tag == 'p49' else {})),
             max_epochs=3, workflow=[['train', 1]], resume=dict(how=how, **{'from': 'epoch_1.pth'}))
       for gen, cfg in (('mmdet', EXP), ('mmcv', MMCV_EMA))
@@ -197,7 +201,7 @@ def _loader(n: int, seed: int) -> DataLoader:
                       shuffle=False)
 
 
-# -- upstream loading (ORACLE.md workarounds) ----------------------------------------
+# -- upstream loading (docs/runner-behaviour.md#oracle-environment) ------------------
 
 _NO_SLEEP = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith('_')})
 _NO_SLEEP.sleep = lambda *_: None
@@ -236,7 +240,11 @@ def _hexf(value) -> str:
 def _digest(t: torch.Tensor) -> str:
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype}{tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    # a same-size integer view: the same bytes, and torch < 1.11 cannot view as uint8
+    flat = t.reshape(-1)
+    if flat.dtype.is_floating_point:
+        flat = flat.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
+    h.update(flat.numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()[:16]
 
 
@@ -486,8 +494,7 @@ def _phase(spec, work_dir, resume=None) -> Dict[str, Any]:
         if name == 'latest.pth':
             latest = os.readlink(full) if os.path.islink(full) else name
         elif name.endswith('.pth') and os.path.isfile(full):
-            checkpoints[name] = _summarize_ckpt(torch.load(full, map_location='cpu',
-                                                           weights_only=False))
+            checkpoints[name] = _summarize_ckpt(torch.load(full, map_location='cpu', **_FULL_LOAD))
     hooks = []
     for h in runner.hooks:
         prio = h.priority

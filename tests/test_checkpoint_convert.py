@@ -18,7 +18,8 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
-from helpers import WEIGHTS_ONLY_READS_FLOATS
+from compat_ema.core.torch_features import bits_view
+from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
 
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
@@ -67,7 +68,7 @@ def _fake_mmengine():
 def raw_load(path):
     """The test's own reference load: a plain full torch.load (mmengine's class faked)."""
     with _fake_mmengine():
-        return torch.load(path, map_location='cpu', weights_only=False)
+        return torch_load(path, map_location='cpu', weights_only=False)
 
 
 def ema_name(k):
@@ -75,7 +76,7 @@ def ema_name(k):
 
 
 def bits(t: torch.Tensor):
-    return t.dtype, tuple(t.shape), t.detach().reshape(-1).view(torch.uint8).tolist()
+    return t.dtype, tuple(t.shape), bits_view(t.detach().reshape(-1)).tolist()
 
 
 def assert_identical(a, b, where='ckpt'):
@@ -128,14 +129,15 @@ def test_legacy_to_mmengine_layout(name, tmp_path):
             assert bits(esd['module.' + k]) == bits(raw[k]), k         # raw in ema_state_dict
         else:  # untracked buffers: the live values on both sides
             assert bits(ck['state_dict'][k]) == bits(sd[k]) == bits(esd['module.' + k]), k
-    if info['runner'] == 'EpochBasedRunner':   # RUNNER_SPEC A.7 vs C.6: same convention
+    # docs/runner-behaviour.md#mmcv-checkpoint vs #mmengine-checkpoint: same convention
+    if info['runner'] == 'EpochBasedRunner':
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     else:  # mmcv iter runner saves iter = done - 1; mmengine iter loop: epoch 0, iter = done
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (0, info['meta_iter'] + 1)
     assert ck['message_hub'] == {'log_scalars': {}, 'runtime_info': {}, 'resumed_keys': {}}
     assert_identical(raw_load(REF / name)['optimizer'], ck['optimizer'])
     # the real mmengine loads with torch's default weights_only=True: only plain types inside
-    torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
 @pytest.mark.parametrize('name', LEGACY)
@@ -150,7 +152,8 @@ def test_round_trip_through_mmengine_is_exact(name, tmp_path):
 
 @pytest.mark.parametrize('name', [n for n in LEGACY if 'skip0' in n])
 def test_mmdet_side_detected_from_integer_buffers(name):
-    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side (B.5)."""
+    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side
+    (docs/runner-behaviour.md#mmdet-checkpoint)."""
     rep = C.inspect(REF / name)
     swapped = MANIFEST[name]['raw_side'] == 'ema_keys'
     assert rep.ema_side.startswith('model keys' if swapped else 'ema_* buffers')
@@ -158,10 +161,9 @@ def test_mmdet_side_detected_from_integer_buffers(name):
     assert rep.generation == 'mmdet'
 
 
-def test_legacy_side_assumed_without_evidence_and_overridable():
+def test_legacy_side_unknown_without_evidence_and_overridable():
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth')
-    assert any('ASSUMED' in e for e in rep.evidence)
-    assert rep.ema_side.startswith('ema_* buffers')
+    assert rep.ema_side.startswith('UNKNOWN')
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth', priority=49)
     assert rep.ema_side.startswith('model keys')
     rep = C.inspect(REF / 'mmcv_iter_normal.pth', priority=49)   # iter runner never swaps
@@ -198,12 +200,14 @@ def test_mmengine_to_legacy(name, target, tmp_path):
             assert bits(sd[k]) == bits(esd['module.' + k]), k
     assert [k for k in sd if k.startswith('ema_')] == [
         ema_name(k) for k in info['model_keys'] if ema_name(k) in sd]
-    if by_iter:   # mmcv IterBasedRunner convention: iter = completed - 1 (RUNNER_SPEC A.7)
+    # mmcv IterBasedRunner convention: iter = completed - 1
+    # (docs/runner-behaviour.md#mmcv-checkpoint)
+    if by_iter:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (1, info['meta_iter'] - 1)
     else:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     assert 'message_hub' not in ck
-    torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
 def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
@@ -225,7 +229,7 @@ def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
 def test_mmcv_to_mmdet_and_back(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     a, b = tmp_path / 'det.pth', tmp_path / 'cv.pth'
-    C.convert(REF / name, a, to='mmdet', skip_buffers=False)
+    C.convert(REF / name, a, to='mmdet', skip_buffers=False, source_priority='NORMAL')
     sd = raw_load(a)['state_dict']
     src = raw_load(REF / name)['state_dict']
     assert 'ema_bn_running_mean' in sd and 'ema_bn_num_batches_tracked' in sd
@@ -242,7 +246,7 @@ def test_mmcv_to_mmdet_and_back(tmp_path):
 def test_target_priority_changes_layout(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     out = tmp_path / 'p49.pth'
-    C.convert(REF / name, out, to='mmcv', target_priority=49)
+    C.convert(REF / name, out, to='mmcv', target_priority=49, source_priority='NORMAL')
     raw, ema, _ = legacy_sides(name)
     sd = raw_load(out)['state_dict']
     for k in raw:
@@ -260,7 +264,7 @@ def test_export_ema(name, tmp_path):
             C.export_ema(REF / name, out)
         assert not out.exists()
         return
-    sd = torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    sd = torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     assert list(sd) == info['model_keys']
     src = raw_load(REF / name)
     if info['generation'] == 'mmengine':
@@ -277,7 +281,7 @@ def test_legacy_serialization_format_reported_and_converted(tmp_path):
     assert C.detect_serialization(old) == 'legacy'
     assert C.inspect(old).serialization.startswith('legacy non-zip')
     out = tmp_path / 'e.pth'
-    C.convert(old, out, to='mmengine')
+    C.convert(old, out, to='mmengine', source_priority='NORMAL')
     assert C.detect_serialization(out) == 'zip'
 
 
@@ -307,7 +311,7 @@ def test_cli_convert_and_export(tmp_path, capsys):
                 'mmengine']) == 1
     assert 'exists' in capsys.readouterr().err
     assert cli(['export-ema', str(out), str(tmp_path / 'w.pth'), '-q']) == 0
-    w = torch.load(tmp_path / 'w.pth', weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    w = torch_load(tmp_path / 'w.pth', weights_only=WEIGHTS_ONLY_READS_FLOATS)
     _, ema, _ = legacy_sides('mmdet_epoch_p49_skip1.pth')
     assert bits(w['fc.weight']) == bits(ema['fc.weight'])
 

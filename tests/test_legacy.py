@@ -1,5 +1,6 @@
 """compat_ema.legacy: legacy (mmcv 1.6 / mmdet 2.28) EMA numerics as mmengine averaged models,
-checked against independent float64 formulas (RUNNER_SPEC A.11, B.2-B.4; UPSTREAM_NOTES 1-3, 9)."""
+checked against independent float64 formulas (docs/runner-behaviour.md#mmcv-emahook,
+#mmdet-before-run, #mmdet-update, #mmdet-swap; docs/upstream-quirks.md quirks 1-3, 9)."""
 from __future__ import annotations
 
 import math
@@ -102,7 +103,7 @@ def test_bitwise_equal_to_the_upstream_op_sequence():
         for k, p in model.named_parameters():
             ref[k].mul_(1 - m).add_(p.detach(), alpha=m)
     for k, v in ref.items():
-        assert torch.equal(avg.module.get_parameter(k), v), k
+        assert torch.equal(dict(avg.module.named_parameters())[k], v), k
 
 
 def test_skip_buffers_false_tracks_state_dict_integers_frozen():

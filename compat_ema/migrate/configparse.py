@@ -30,66 +30,14 @@ import ast
 import operator
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
+
+from .configtypes import ConfigError, LoadedConfig, Origin, SourceFile, Unevaluated
+from .configrefs import _PREDEFINED_RE, BaseRef, _has_ref, _load_data_config, _substitute, \
+    predefined_values
 
 __all__ = ['ConfigError', 'Unevaluated', 'Origin', 'SourceFile', 'LoadedConfig',
            'load_config', 'parse_source', 'eval_expression']
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read, with the file and line in the message."""
-
-
-@dataclass(frozen=True)
-class Unevaluated:
-    """Placeholder for a value the parser does not compute (and why)."""
-
-    path: str
-    lineno: int
-    reason: str
-
-    def describe(self) -> str:
-        return f'{self.path}:{self.lineno}: {self.reason}'
-
-    def __repr__(self) -> str:
-        return f'<unevaluated {self.describe()}>'
-
-
-@dataclass
-class Origin:
-    """Where a dict value was written: its file and the ``ast`` node of the literal."""
-
-    source: 'SourceFile'
-    node: ast.expr
-
-
-@dataclass
-class SourceFile:
-    """One parsed config file: its text, tree, and module-level values in order."""
-
-    path: str
-    text: str
-    tree: ast.Module
-    values: Dict[str, Any] = field(default_factory=dict)
-    #: name -> the Assign statement that last set it
-    assigns: Dict[str, ast.stmt] = field(default_factory=dict)
-    #: the ``_base_`` assignment, if any
-    base_node: Optional[ast.Assign] = None
-    #: id(dict) -> Origin, for every dict literal/call evaluated in this file
-    origins: Dict[int, Origin] = field(default_factory=dict)
-    #: keep evaluated dicts alive so that ids stay unique
-    _keep: List[Any] = field(default_factory=list, repr=False)
-
-    @property
-    def line_offsets(self) -> List[int]:
-        """Byte offset of the start of each line (1-based index -> [lineno-1])."""
-        data = self.text.encode('utf-8')
-        offs = [0]
-        for i, b in enumerate(data):
-            if b == 0x0A:
-                offs.append(i + 1)
-        return offs
 
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -119,6 +67,9 @@ def eval_expression(node: ast.expr, names: Dict[str, Any], src: Optional[SourceF
 
 def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, str) and src is not None and '{{' in node.value:
+            values = predefined_values(os.path.abspath(src.path))
+            return _PREDEFINED_RE.sub(lambda m: values[m.group(1)].replace('\\', '/'), node.value)
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in names:
@@ -137,6 +88,9 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                 items.append(_eval_item(elt, names, src))
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Set):
+        ref = _base_ref(node, src)
+        if ref is not None:
+            return ref
         return {_eval(e, names, src) for e in node.elts}
     if isinstance(node, ast.Dict):
         out: Dict[Any, Any] = {}
@@ -172,15 +126,17 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             return list(seq) if node.func.id == 'list' else tuple(seq)
         raise _Unsupported(node, f'call to {ast.dump(node.func)[:60]} (only dict(...) is read)')
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _eval(node.left, names, src), _eval(node.right, names, src)
+        left = _no_ref(_eval(node.left, names, src), node, 'an expression')
+        right = _no_ref(_eval(node.right, names, src), node, 'an expression')
         try:
             return _BINOPS[type(node.op)](left, right)
         except Exception as exc:  # noqa: BLE001 - report any arithmetic failure
             raise _Unsupported(node, f'cannot compute {type(node.op).__name__}: {exc}') from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
-        return _UNOPS[type(node.op)](_eval(node.operand, names, src))
+        return _UNOPS[type(node.op)](_no_ref(_eval(node.operand, names, src), node,  # type: ignore[operator]
+                                             'an expression'))
     if isinstance(node, ast.Subscript):
-        base = _eval(node.value, names, src)
+        base = _no_ref(_eval(node.value, names, src), node, 'a subscript')
         index = node.slice
         if sys.version_info < (3, 9) and isinstance(index, ast.Index):  # pragma: no cover
             index = index.value  # type: ignore[attr-defined]
@@ -195,11 +151,33 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             if isinstance(v, ast.Constant):
                 parts.append(str(v.value))
             elif isinstance(v, ast.FormattedValue) and v.format_spec is None and v.conversion == -1:
-                parts.append(str(_eval(v.value, names, src)))
+                parts.append(str(_no_ref(_eval(v.value, names, src), node, 'an f-string')))
             else:
                 raise _Unsupported(node, 'f-string with a conversion or format spec')
         return ''.join(parts)
     raise _Unsupported(node, f'{type(node).__name__} expressions are not read by the parser')
+
+
+def _base_ref(node: ast.Set, src: Optional[SourceFile]) -> Optional[BaseRef]:
+    """``{{_base_.a.b}}`` parses as a set holding a set holding ``_base_.a.b``."""
+    if len(node.elts) != 1 or not isinstance(node.elts[0], ast.Set) or len(node.elts[0].elts) != 1:
+        return None
+    inner = node.elts[0].elts[0]
+    parts = []
+    while isinstance(inner, ast.Attribute):
+        parts.append(inner.attr)
+        inner = inner.value
+    if not (isinstance(inner, ast.Name) and inner.id == '_base_') or not parts:
+        return None
+    return BaseRef(src.path if src else '<expr>', node.lineno, '.'.join(reversed(parts)))
+
+
+def _no_ref(value: Any, node: ast.expr, what: str) -> Any:
+    if isinstance(value, BaseRef):
+        raise _Unsupported(node, f'{value!r} inside {what}: mmcv 1.x substitutes {{{{_base_.x}}}} '
+                                 'only as a whole value (its placeholder string would be used '
+                                 'here); write the value')
+    return value
 
 
 def _eval_item(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
@@ -247,9 +225,9 @@ def parse_source(text: str, path: str = '<config>') -> SourceFile:
             except _Unsupported as exc:
                 value = Unevaluated(path, getattr(exc.node, 'lineno', stmt.lineno), exc.reason)
             for target in stmt.targets:
-                names[target.id] = value
-                src.assigns[target.id] = stmt
-                if target.id == '_base_':
+                names[target.id] = value  # type: ignore[attr-defined]
+                src.assigns[target.id] = stmt  # type: ignore[attr-defined]
+                if target.id == '_base_':  # type: ignore[attr-defined]
                     src.base_node = stmt
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
             try:
@@ -286,35 +264,6 @@ def _is_config_key(name: str, value: Any) -> bool:
     return True
 
 
-@dataclass
-class LoadedConfig:
-    """A config after ``_base_`` merging: the merged dict and every file that took part."""
-
-    path: str
-    cfg: Dict[str, Any]
-    #: the input file first, then its bases depth-first
-    files: List[SourceFile]
-
-    @property
-    def main(self) -> SourceFile:
-        return self.files[0]
-
-    def origin_of(self, value: Any) -> Optional[Origin]:
-        """The :class:`Origin` of a dict value of this config, if it was written as a literal."""
-        for src in self.files:
-            origin = src.origins.get(id(value))
-            if origin is not None:
-                return origin
-        return None
-
-    def owner_of(self, key: str) -> Optional[SourceFile]:
-        """The file whose assignment of top-level ``key`` wins (the input file first)."""
-        for src in self.files:
-            if key in src.values and key != '_base_':
-                return src
-        return None
-
-
 def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
     """mmcv's ``Config._merge_a_into_b``: dicts merge unless ``_delete_``, the rest replaces."""
     out = dict(base)
@@ -328,8 +277,15 @@ def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge_into(v, out[k])
             continue
+        if isinstance(v, dict) and k in out:
+            raise ConfigError(f'{k}: a dict cannot be merged into the base value '
+                              f'{out[k]!r} (mmcv 1.x raises TypeError here; set _delete_=True)')
         out[k] = v
     return out
+
+
+#: mmcv 1.x ``Config`` refuses these top-level names (``RESERVED_KEYS``)
+RESERVED_KEYS = ('filename', 'text', 'pretty_text')
 
 
 def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
@@ -340,8 +296,14 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
     if not os.path.isfile(path):
         where = f' (a _base_ of {_stack[-1]})' if _stack else ''
         raise ConfigError(f'{path}: no such config file{where}')
-    if not path.endswith('.py'):
-        raise ConfigError(f'{path}: only Python configs (.py) are read')
+    ext = os.path.splitext(path)[1]
+    if ext in ('.json', '.yaml', '.yml') and _stack:
+        return _load_data_config(path, _stack)
+    if ext in ('.json', '.yaml', '.yml'):
+        raise ConfigError(f'{path}: a {ext} config as the input: migrate edits Python source '
+                          f'in place; {ext} files are read only as _base_ files of a .py config')
+    if ext != '.py':
+        raise ConfigError(f'{path}: only Python configs (.py) are read (and .json/.yaml bases)')
     with open(path, encoding='utf-8-sig', newline='') as fh:  # keep CRLF: edits are byte-exact
         text = fh.read()
     src = parse_source(text, path)
@@ -369,5 +331,18 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
             base_cfg.update(base.cfg)
             files.extend(base.files)
     own = {k: v for k, v in src.values.items() if k != '_base_' and _is_config_key(k, v)}
-    cfg = _merge_into(own, base_cfg)
+    reserved = sorted(set(own) & set(RESERVED_KEYS))
+    if reserved:
+        raise ConfigError(f'{path}: {reserved} are reserved names in mmcv 1.x configs '
+                          '(Config raises KeyError)')
+    own.pop('_deprecation_', None)   # mmcv warns and drops it
+    if any(_has_ref(v) for v in own.values()):
+        if not base_cfg:
+            raise ConfigError(f'{path}: {{{{_base_.x}}}} used without a _base_ file')
+        own = {k: _substitute(v, base_cfg, src) for k, v in own.items()}
+        src.values.update(own)
+    try:
+        cfg = _merge_into(own, base_cfg)
+    except ConfigError as exc:
+        raise ConfigError(f'{path}: {exc}') from None
     return LoadedConfig(path=path, cfg=cfg, files=files)

@@ -30,7 +30,7 @@ def migration_report(mig: Migration, sim_iters: int = 3000, table_rows: int = 24
         lines.append(f'mmengine: {render(new)}')
         for note in mapped.notes:
             lines.append(f'  - {note}')
-        legacy = {k: v for k, v in spec.raw.items()}
+        legacy = dict(spec.raw)
         legacy['type'] = spec.kind
         cmp = compare(legacy, new, mig.iters, 'mmcv', sim_iters=sim_iters)
         name = mig.mode

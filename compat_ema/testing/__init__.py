@@ -41,7 +41,7 @@ _EXPORTS: Dict[str, str] = {
     **dict.fromkeys(['fingerprint', 'kernel_class'], 'environment'),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the lazily exported names)
 
 
 def __getattr__(name: str) -> Any:

@@ -30,14 +30,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from ..checkpoint.safe_load import load_weights_only
 from ..core.atomic import write_atomic
 
 __all__ = ['FORMAT', 'VERSION', 'GoldenFileError', 'GoldenMismatch', 'Trajectory', 'KeyDiff',
@@ -250,7 +250,7 @@ def load_golden(path: Union[str, Path], kernel_class: Optional[str] = None
     if not path.is_file():
         raise GoldenFileError(f'golden file {path} does not exist')
     try:
-        raw = torch.load(str(path), map_location='cpu', weights_only=True)
+        raw = load_weights_only(path, map_location='cpu')  # no pickled code runs, any torch
     except Exception as exc:  # UnpicklingError, zip errors, EOFError, RuntimeError...
         raise GoldenFileError(
             f'{path}: cannot be read safely as a {FORMAT} file '

@@ -126,7 +126,6 @@ def add_class_recording(path: Path, obj: Any, cls: str) -> bool:
     if sched is not None:
         raise golden.GoldenMismatch(f'{path}: under kernel class {cls} the EMA schedule differs '
                                     f'from the recording: {sched}')
-    raw = torch.load(str(path), map_location='cpu', weights_only=True)
     primary, _ = golden.load_golden(path)
     variants = {}
     for other in meta.get('kernel_classes', [])[1:]:
@@ -135,6 +134,5 @@ def add_class_recording(path: Path, obj: Any, cls: str) -> bool:
     variants[cls] = golden.as_golden(obj)
     meta = {k: v for k, v in meta.items() if not k.startswith('_')}
     meta['kernel_classes'] = list(meta.get('kernel_classes', [])) + [cls]
-    del raw
     golden.save_golden(path, primary, meta=meta, variants=variants)
     return True

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from compat_ema import checkpoint as C
+from compat_ema.core.torch_features import bits_view
 from runner_kit import ema_hook_of, make_batches, make_weights, real_runners, run_engine, \
     run_mmcv  # noqa: F401  (real_runners is a fixture)
 
@@ -32,19 +33,21 @@ def ema_name(k):
 
 
 def bits(t):
-    return t.dtype, tuple(t.shape), t.detach().reshape(-1).contiguous().view(torch.uint8).tolist()
+    return t.dtype, tuple(t.shape), bits_view(t.detach().reshape(-1).contiguous()).tolist()
 
 
 def mmcv_final(runner):
     """(raw, ema, buffers) of a finished mmcv epoch run: after the last after_train_epoch swap
-    the parameters hold the EMA and the ema_* buffers the raw weights (RUNNER_SPEC A.11)."""
+    the parameters hold the EMA and the ema_* buffers the raw weights
+    (docs/runner-behaviour.md#mmcv-emahook)."""
     sd = runner.model.state_dict()
     return ({k: sd[ema_name(k)] for k in PARAMS}, {k: sd[k] for k in PARAMS},
             {k: sd[k] for k in BUFFERS})
 
 
 def engine_final(runner):
-    """(raw, ema, buffers) of a finished mmengine run: the model holds raw weights (C.9)."""
+    """(raw, ema, buffers) of a finished mmengine run: the model holds raw weights
+    (docs/runner-behaviour.md#mmengine-emahook)."""
     sd = runner.model.state_dict()
     ema = ema_hook_of(runner).ema_model.module.state_dict()
     return {k: sd[k] for k in PARAMS}, {k: ema[k] for k in PARAMS}, {k: sd[k] for k in BUFFERS}
@@ -145,7 +148,8 @@ def test_mmdet_to_mmengine_resume_keeps_averaged_buffers(real_runners, data, tmp
     assert any('stale integer copy' in e for e in res.evidence)   # side detected, not assumed
     sd = full.model.state_dict()
     float_keys = PARAMS + ['bn.running_mean', 'bn.running_var']
-    # priority 49: after training the model holds EMA, ema_* the raw values (swap, B.4)
+    # priority 49: after training the model holds EMA, ema_* the raw values (swap,
+    # docs/runner-behaviour.md#mmdet-swap)
     ema_ref = {k: sd[k] for k in float_keys}
     raw_ref = {k: sd[ema_name(k)] for k in float_keys}
 

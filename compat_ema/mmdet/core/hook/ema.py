@@ -1,7 +1,8 @@
 """``mmdet.core.hook.ema`` (mmdet 2.28.2): BaseEMAHook, ExpMomentumEMAHook,
 LinearMomentumEMAHook, reproduced bit for bit.
 
-Quirks carried (UPSTREAM_NOTES.md 2, 3, 6-9; RUNNER_SPEC B.1-B.6):
+Quirks carried (docs/upstream-quirks.md quirks 2, 3, 6-9; docs/runner-behaviour.md#mmdet-classes,
+#mmdet-before-run, #mmdet-update, #mmdet-swap, #mmdet-checkpoint, #resume-matrix):
 
 * updates happen when ``(runner.iter + 1) % interval == 0`` (iterations k-1,
   2k-1, ...), unlike mmcv's ``iter % interval``; the momentum is *not* raised
@@ -17,7 +18,7 @@ Quirks carried (UPSTREAM_NOTES.md 2, 3, 6-9; RUNNER_SPEC B.1-B.6):
   update, as upstream); ``BaseEMAHook`` is not registered, as upstream.
 * ``resume_from`` resumes inside ``before_run``; the runner-level
   ``resume_from`` runs before it and drops the ``ema_*`` keys (the resume
-  matrix in RUNNER_SPEC B.6; see :mod:`compat_ema.doctor`).
+  matrix in docs/runner-behaviour.md#resume-matrix; see :mod:`compat_ema.doctor`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 from ...._compat_registry import MMDET_HOOKS
 from ....core import kernels, swap
 from ....core.checks import require
+from ....core.torch_features import get_submodule
 from ....core.wrappers import unwrap
 from ....mmcv.runner.hooks.hook import Hook
 
@@ -141,7 +143,7 @@ class BaseEMAHook(Hook):
             if name not in where:
                 prefix, _, attr = name.rpartition('.')
                 try:
-                    where[name] = (model.get_submodule(prefix) if prefix else model, attr)
+                    where[name] = (get_submodule(model, prefix), attr)   # any torch >= 1.8
                 except AttributeError:
                     where[name] = None
             if where[name] is not None:
