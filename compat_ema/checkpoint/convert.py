@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import gan
 from .atomic import atomic_save, check_destination
 from .errors import CheckpointError
 from .formats import EMACheckpoint, parse
@@ -19,7 +20,7 @@ from .writers import to_legacy, to_mmengine
 
 __all__ = ['read', 'convert', 'Result', 'TARGETS']
 
-TARGETS = ('mmcv', 'mmdet', 'mmengine')
+TARGETS = ('mmcv', 'mmdet', 'mmengine', 'mmedit', 'mmagic')
 
 
 @dataclass
@@ -44,8 +45,14 @@ class Result:
 def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, priority=None,
          by_epoch: Optional[bool] = None) -> EMACheckpoint:
     """Load ``path`` safely and parse it (see :func:`.formats.parse` for the options)."""
+    return parse_loaded(load(path, trust=trust), path, model_keys, priority, by_epoch)
+
+
+def parse_loaded(raw, path, model_keys: Optional[Sequence[str]] = None, priority=None,
+                 by_epoch: Optional[bool] = None) -> EMACheckpoint:
+    """:func:`read` for a checkpoint already loaded from ``path``."""
     try:
-        return parse(load(path, trust=trust), model_keys=model_keys, priority=priority,
+        return parse(raw, model_keys=model_keys, priority=priority,
                      by_epoch=by_epoch, filename=Path(path).name)
     except CheckpointError as exc:
         msg = str(exc)
@@ -57,7 +64,8 @@ def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, 
 def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequence[str]] = None,
             param_keys: Optional[Sequence[str]] = None, source_priority=None,
             target_priority=None, skip_buffers: Optional[bool] = None,
-            by_epoch: Optional[bool] = None, trust: bool = False) -> Result:
+            by_epoch: Optional[bool] = None, trust: bool = False,
+            ema_config: bool = False) -> Result:
     """Convert the checkpoint ``src`` to the ``to`` generation's layout, written to ``dst``.
 
     ``to``: 'mmcv' (mmcv 1.6 ``EMAHook``), 'mmdet' (mmdet 2.28 EMA hooks) or
@@ -68,13 +76,33 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
     ``state_dict()`` keys (undoes the ``ema_`` renaming without guessing);
     ``param_keys``: which of them are parameters (mmcv tracks parameters only).
     Refuses ``dst`` equal to ``src`` and an existing ``dst`` unless ``force``.
+    'mmedit' / 'mmagic': the GAN family (:mod:`.gan`; ``ema_config``: write mmagic
+    ``BaseGAN(ema_config=...)``'s averaged-model keys instead of the hook's).
     """
     if to not in TARGETS:
         raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
     src = Path(src)
     dst = check_destination(dst, [src], force)
-    ck = read(src, trust=trust, model_keys=model_keys, priority=source_priority,
-              by_epoch=by_epoch)
+    raw = load(src, trust=trust)
+    layout = gan.detect(raw, src.name)
+    if to in ('mmedit', 'mmagic') or layout is not None:
+        if layout is None:
+            raise CheckpointError(f'{src}: not an mmedit/mmagic checkpoint (no <name>_ema.* '
+                                  'beside <name>.* in state_dict)')
+        if to not in ('mmedit', 'mmagic'):
+            raise CheckpointError(f'{src}: an {layout.family} checkpoint (EMA in '
+                                  f'{sorted(layout.pairs)}); convert it with --to mmagic or '
+                                  '--to mmedit')
+        try:
+            out = (gan.to_mmagic(raw, layout, ema_config) if to == 'mmagic'
+                   else gan.to_mmedit(raw, layout))
+        except CheckpointError as exc:
+            raise CheckpointError(f'{src}: {exc}') from None
+        atomic_save(out, dst, [src], force)
+        return Result(src, dst, layout.family, to + ('-ema_config' if ema_config else ''),
+                      layout.evidence, layout.notes)
+    ck = parse_loaded(raw, src, model_keys=model_keys, priority=source_priority,
+                      by_epoch=by_epoch)
     try:
         if to == 'mmengine':
             if ck.generation == 'mmengine':

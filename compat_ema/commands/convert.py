@@ -1,4 +1,4 @@
-"""``compat-ema convert IN OUT --to {mmcv,mmdet,mmengine}``: move an EMA checkpoint across
+"""``compat-ema convert IN OUT --to {mmcv,mmdet,mmengine,mmedit,mmagic}``: move an EMA checkpoint across
 generations, written atomically; never overwrites IN, refuses an existing OUT without --force."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ def _run(args: argparse.Namespace) -> int:
     res = convert(args.src, args.dst, to=args.to, force=args.force,
                   model_keys=read_keys(args.model_keys), param_keys=read_keys(args.param_keys),
                   source_priority=args.source_priority, target_priority=args.target_priority,
-                  skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust)
+                  skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust,
+                  ema_config=args.ema_config)
     if not args.quiet:
         print(res.format())
     return 0
@@ -24,7 +25,11 @@ def register(sub) -> None:
                                        'and mmengine 0.x')
     p.add_argument('src', metavar='IN')
     p.add_argument('dst', metavar='OUT')
-    p.add_argument('--to', required=True, choices=('mmcv', 'mmdet', 'mmengine'))
+    p.add_argument('--to', required=True, choices=('mmcv', 'mmdet', 'mmengine', 'mmedit', 'mmagic'),
+                   help='mmedit/mmagic: the GAN/restoration family (generator_ema)')
+    p.add_argument('--ema-config', action='store_true',
+                   help="--to mmagic: BaseGAN(ema_config=...)'s averaged-model keys "
+                        '(<name>_ema.module.*, <name>_ema.steps) instead of the hook\'s')
     p.add_argument('--force', action='store_true', help='replace an existing OUT')
     p.add_argument('--target-priority', metavar='P',
                    help='legacy target: the EMA hook priority the file should look written by '
