@@ -124,7 +124,7 @@ def run_mmcv(work_dir: Path, hook, batches, with_ema=True, iters=6, load_from=No
 
 
 def run_engine(work_dir: Path, hook, batches, with_ema=True, iters=6, load_from=None,
-               resume=False):
+               resume=False, extra_hooks=()):
     from mmengine.runner import Runner
     model = engine_gan(with_ema)
     probe = engine_probe()
@@ -135,7 +135,7 @@ def run_engine(work_dir: Path, hook, batches, with_ema=True, iters=6, load_from=
                     default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1,
                                                        by_epoch=False),
                                        logger=dict(type='LoggerHook', interval=10 ** 6)),
-                    custom_hooks=[hook, probe], load_from=load_from, resume=resume,
+                    custom_hooks=[hook, *extra_hooks, probe], load_from=load_from, resume=resume,
                     randomness=dict(seed=0), log_level='ERROR',
                     experiment_name=f'gan_{uuid.uuid4().hex[:12]}')
     with warnings.catch_warnings():
