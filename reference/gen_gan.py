@@ -1,7 +1,7 @@
-"""Record mmedit 0.16.1 / mmagic 1.2.0 ``ExponentialMovingAverageHook`` trajectories from the REAL
-upstream files.
+"""Record mmedit 0.16.1 / mmagic 1.2.0 / mmgen 0.7.3 ``ExponentialMovingAverageHook`` trajectories
+from the REAL upstream files.
 
-Oracle env only: the two upstream ``ema.py`` files (extracted from the wheels by
+Oracle env only: the three upstream files (extracted from the wheels / mmgen's sdist by
 ``tests/oracle/extract_native.py``; ``COMPAT_EMA_NATIVE_DIR`` says where) are
 executed by ``tests/oracle/gan_native.py`` on the real mmcv 1.6.0 / mmengine
 0.10.7 and driven through each scenario of ``gan_native.golden_cases()``
@@ -36,7 +36,7 @@ def upstream_versions() -> dict:
     import mmcv
     import mmengine
     return {'torch': torch.__version__, 'mmcv': mmcv.__version__, 'mmengine': mmengine.__version__,
-            'mmedit': '0.16.1', 'mmagic': '1.2.0', 'device': 'cpu'}
+            'mmedit': '0.16.1', 'mmagic': '1.2.0', 'mmgen': '0.7.3', 'device': 'cpu'}
 
 
 def main(out_dir: Path) -> List[Path]:
@@ -48,7 +48,8 @@ def main(out_dir: Path) -> List[Path]:
     written = []
     try:
         for case in gan_native.golden_cases():
-            cls = gan_native.mmedit_cls() if case['family'] == 'mmedit' else gan_native.mmagic_cls()
+            cls = {'mmedit': gan_native.mmedit_cls, 'mmagic': gan_native.mmagic_cls,
+                   'mmgen': gan_native.mmgen_cls}[case['family']]()
             src, aux = gan_native.source(case)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')

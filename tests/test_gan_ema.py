@@ -268,3 +268,24 @@ def test_legacy_hook_under_mmengine_equals_mmedit_run(with_ema, interval, start)
         interp_cfg=dict(momentum=1 - 0.999, momentum_nontrainable=1.0)), with_ema)
     nb = native_model.generator_ema.state_dict()
     assert not all(torch.equal(la['generator_ema.' + k], nb[k]) for k in nb)
+
+
+def test_mmgen_checks_and_rampup():
+    from compat_ema.mmgen import ExponentialMovingAverageHook as MMGenHook
+    assert HOOKS.get('ExponentialMovingAverageHook', scope='mmgen') is MMGenHook
+    with pytest.raises(AssertionError, match='Supported interpolation functions'):
+        MMGenHook(module_keys='generator_ema', interp_mode='every_n_iters')  # mmedit accepts it
+    MMEditHook(module_keys='generator_ema', interp_mode='every_n_iters')
+    with pytest.raises(AssertionError, match='Supported momentum policy'):
+        MMGenHook(module_keys='generator_ema', momentum_policy='cosine')
+    runner = types.SimpleNamespace(iter=9)
+    # 0.5 ** (batch / min(kimg * 1000, (iter + 1) * batch * rampup)) = 0.5 ** (4 / 2)
+    assert MMGenHook.rampup(runner, ema_kimg=10, ema_rampup=0.05, batch_size=4) == \
+        dict(momentum=0.25)
+    assert MMGenHook.rampup(runner, ema_kimg=0.004, ema_rampup=None, batch_size=4) == \
+        dict(momentum=0.5)
+    # interp_cfg is passed per call: 'trainable' in it is a TypeError at the first update
+    model = _Model()
+    hook = MMGenHook(module_keys='generator_ema', interval=1, interp_cfg=dict(trainable=True))
+    with pytest.raises(TypeError):
+        hook.after_train_iter(types.SimpleNamespace(model=model, iter=0))

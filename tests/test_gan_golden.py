@@ -1,4 +1,5 @@
-"""compat_ema replays the mmedit 0.16.1 / mmagic 1.2.0 ``ExponentialMovingAverageHook`` goldens.
+"""compat_ema replays the mmedit 0.16.1 / mmagic 1.2.0 / mmgen 0.7.3 ``ExponentialMovingAverageHook``
+goldens.
 
 ``reference/gan/*.pt`` were recorded from the REAL upstream files by
 ``reference/gen_gan.py`` (oracle env). Here compat_ema's hooks, built from the
@@ -22,7 +23,8 @@ from compat_ema.testing import golden
 GAN = Path(__file__).resolve().parents[1] / 'reference' / 'gan'
 CASES = {c['name']: c for c in gan_native.golden_cases()}
 NAMES = {'mmedit': 'mmedit.ExponentialMovingAverageHook',
-         'mmagic': 'mmagic.ExponentialMovingAverageHook'}
+         'mmagic': 'mmagic.ExponentialMovingAverageHook',
+         'mmgen': 'mmgen.ExponentialMovingAverageHook'}
 
 
 def load_case(name: str):
@@ -85,8 +87,8 @@ def test_every_file_is_a_case_and_back():
 def test_recording_names_the_real_upstream():
     _, meta = load_case('mmedit_defaults')
     rec = meta['recorded_with']
-    assert (rec['mmedit'], rec['mmagic'], rec['mmcv'], rec['mmengine']) == (
-        '0.16.1', '1.2.0', '1.6.0', '0.10.7')
+    assert (rec['mmedit'], rec['mmagic'], rec['mmgen'], rec['mmcv'], rec['mmengine']) == (
+        '0.16.1', '1.2.0', '0.7.3', '1.6.0', '0.10.7')
 
 
 def _series(traj, key):
@@ -127,3 +129,15 @@ def test_recorded_quirks_are_real():
     t, _ = load_case('mmagic_realesrgan')
     s = t.snapshots[-1]
     assert torch.equal(s['generator_ema.bn.running_mean'], s['src.bn.running_mean'])
+
+
+def test_recorded_rampup_is_stylegan3s():
+    """mmgen's rampup momentum, read back from the recording, against the formula in float64:
+    the new weights get 1 - 0.5 ** (batch / min(kimg * 1000, (iter + 1) * batch * rampup))."""
+    t, _ = load_case('mmgen_stylegan_rampup')
+    for it in (0, 4, 9):
+        m = 0.5 ** (4 / max(min(0.01 * 1000, (it + 1) * 4 * 0.05), 1e-8))
+        a = t.snapshots[it + 1]['src.conv1.weight'].double()
+        b = t.snapshots[it]['generator_ema.conv1.weight'].double()
+        got = t.snapshots[it + 1]['generator_ema.conv1.weight'].double()
+        assert torch.allclose(got, a + (b - a) * m, rtol=0, atol=1e-6)

@@ -4,8 +4,9 @@ wheels.
 Usage: ``python tests/oracle/extract_native.py WHEEL_DIR OUT_DIR``
 
 Writes ``OUT_DIR/mmdet/models/layers/ema.py``, ``OUT_DIR/mmyolo/models/layers/ema.py``,
-``OUT_DIR/mmedit/core/hooks/ema.py``, ``OUT_DIR/mmagic/engine/hooks/ema.py`` and
-mmedit's four shipped configs with an EMA hook (nothing else from the wheels), for
+``OUT_DIR/mmedit/core/hooks/ema.py``, ``OUT_DIR/mmagic/engine/hooks/ema.py``,
+mmedit's four shipped configs with an EMA hook, and ``OUT_DIR/mmgen/core/hooks/ema_hook.py``
+from the mmgen 0.7.3 sdist (nothing else from the archives), for
 :mod:`native` and :mod:`gan_native` to load. The oracle tox env downloads the wheels with
 ``pip download --no-deps`` and runs this; the packages are never installed
 (mmdet 3.3.0 cannot sit beside mmdet 2.28.2).
@@ -33,6 +34,35 @@ WHEELS = {
 }
 
 
+#: sdists (no wheel on PyPI): archive -> members, written without the archive's top directory
+SDISTS = {'mmgen-0.7.3.tar.gz': ['mmgen/core/hooks/ema_hook.py']}
+
+
+def _write(dst: Path, data: bytes) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix('.tmp')
+    tmp.write_bytes(data)
+    tmp.replace(dst)
+
+
+def extract_sdists(wheel_dir: Path, out_dir: Path) -> list:
+    import tarfile
+    written = []
+    for archive, members in SDISTS.items():
+        path = wheel_dir / archive
+        if not path.is_file():
+            raise SystemExit(f'extract_native: {path} is missing; download it with `pip download '
+                             f'--no-deps --no-build-isolation -d {wheel_dir} mmgen==0.7.3` '
+                             '(with torch installed: its setup.py imports torch)')
+        top = archive[:-len('.tar.gz')]
+        with tarfile.open(path) as tf:
+            for member in members:
+                data = tf.extractfile(f'{top}/{member}').read()
+                _write(out_dir / member, data)
+                written.append(out_dir / member)
+    return written
+
+
 def extract(wheel_dir: Path, out_dir: Path) -> list:
     written = []
     for wheel, members in WHEELS.items():
@@ -56,5 +86,6 @@ def extract(wheel_dir: Path, out_dir: Path) -> list:
 if __name__ == '__main__':
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    for p in extract(Path(sys.argv[1]), Path(sys.argv[2])):
+    for p in (extract(Path(sys.argv[1]), Path(sys.argv[2]))
+              + extract_sdists(Path(sys.argv[1]), Path(sys.argv[2]))):
         print(p)

@@ -1,4 +1,4 @@
-"""The real mmedit 0.16.1 / mmagic 1.2.0 ``ExponentialMovingAverageHook`` files, and a torch-only
+"""The real mmedit 0.16.1 / mmagic 1.2.0 / mmgen 0.7.3 ``ExponentialMovingAverageHook`` files, and a torch-only
 harness of random generators shared by the differential tests, ``reference/gen_gan.py`` and the
 default-env golden replay (``tests/test_gan_golden.py``).
 
@@ -26,6 +26,7 @@ import torch.nn as nn
 
 MMEDIT_FILE = 'mmedit/core/hooks/ema.py'
 MMAGIC_FILE = 'mmagic/engine/hooks/ema.py'
+MMGEN_FILE = 'mmgen/core/hooks/ema_hook.py'
 DTYPES = {'float32': torch.float32, 'float64': torch.float64}
 
 
@@ -66,6 +67,29 @@ def mmedit_cls():
     import upstream  # tests/oracle/upstream.py: the torchvision stub and mmcv.runner
     upstream.mmcv_hooks()
     return _exec('native_mmedit_ema', native_dir() / MMEDIT_FILE).ExponentialMovingAverageHook
+
+
+@lru_cache(maxsize=None)
+def mmgen_cls():
+    """The real mmgen 0.7.3 ``ExponentialMovingAverageHook`` (on the real mmcv 1.6.0).
+
+    Both mmedit's and mmgen's files register the name into mmcv's ``HOOKS``; mmgen's is
+    executed with a private child registry in place of ``HOOKS`` so they can live together."""
+    import upstream
+    mmcv_runner = upstream.mmcv_hooks()
+    path = native_dir() / MMGEN_FILE
+    if not path.is_file():
+        raise RuntimeError(f'{path} is missing: extract_native.py extracts it from the mmgen '
+                           '0.7.3 sdist (tox -e oracle does this)')
+    from mmcv.utils import Registry
+    private = Registry('hook', parent=mmcv_runner.HOOKS, scope='native_mmgen')
+    saved = mmcv_runner.HOOKS
+    mmcv_runner.HOOKS = private
+    try:
+        module = _exec('native_mmgen_ema', path)
+    finally:
+        mmcv_runner.HOOKS = saved
+    return module.ExponentialMovingAverageHook
 
 
 @lru_cache(maxsize=None)
@@ -149,13 +173,20 @@ def random_hook_kw(rng: random.Random, family: str) -> dict:
     cfg = {}
     if rng.random() < 0.8:
         cfg['momentum'] = rng.choice([0.999, 0.9, 0.5, 0.6, 0.001, rng.uniform(0.01, 0.99)])
-        if family == 'mmedit' and rng.random() < 0.1:
+        if family != 'mmagic' and rng.random() < 0.1:
             cfg['momentum'] = 1.25  # never checked by mmedit
     if rng.random() < 0.5:
-        cfg['momentum_nontrainable'] = (rng.choice([0.0, 0.5, rng.random()]) if family == 'mmedit'
-                                        else rng.choice([1.0, 0.5, rng.uniform(0.01, 1.0)]))
+        cfg['momentum_nontrainable'] = (rng.choice([1.0, 0.5, rng.uniform(0.01, 1.0)])
+                                        if family == 'mmagic'
+                                        else rng.choice([0.0, 0.5, rng.random()]))
     if cfg or rng.random() < 0.3:
         kw['interp_cfg'] = cfg
+    if family == 'mmgen' and rng.random() < 0.5:
+        kw['momentum_policy'] = 'rampup'
+        if rng.random() < 0.8:
+            kw['momentum_cfg'] = dict(ema_kimg=rng.choice([10, 0.01, 0.002]),
+                                      ema_rampup=rng.choice([0.05, None, 0.5]),
+                                      batch_size=rng.choice([1, 4, 32]))
     return kw
 
 
@@ -240,7 +271,7 @@ def drive(case: dict, make_hook: Callable, family: str, src: List[dict],
         if aux is not None:
             load_full_state(model.aux, aux[t])
         runner.iter = t - 1
-        if family == 'mmedit':
+        if family in ('mmedit', 'mmgen'):
             hook.after_train_iter(runner)
         else:
             hook.after_train_iter(runner, t - 1)
@@ -290,6 +321,16 @@ def golden_cases() -> list:
         add(family, 'two_keys', dict(module_keys=('generator_ema', 'aux_ema'), interval=3,
                                      start_iter=1, interp_cfg=dict(momentum=0.6)), aux=True,
             bn=False, frozen=False)
+    add('mmgen', 'fixed', dict(module_keys='generator_ema', interval=1, start_iter=2,
+                               interp_cfg=dict(momentum=0.999)))
+    add('mmgen', 'stylegan_rampup', dict(module_keys=('generator_ema',), interval=1,
+                                         momentum_policy='rampup',
+                                         momentum_cfg=dict(ema_kimg=0.01, ema_rampup=0.05,
+                                                           batch_size=4)), n=10)
+    add('mmgen', 'rampup_f64_interval', dict(module_keys='generator_ema', interval=2,
+                                             momentum_policy='rampup',
+                                             interp_cfg=dict(momentum_nontrainable=0.25)),
+        dtype='float64')
     return out
 
 

@@ -1,11 +1,11 @@
-"""Differential tests: compat_ema's mmedit 0.16.1 / mmagic 1.2.0 ``ExponentialMovingAverageHook``
+"""Differential tests: compat_ema's mmedit 0.16.1 / mmagic 1.2.0 / mmgen 0.7.3 ``ExponentialMovingAverageHook``
 vs the real upstream files (executed by :mod:`gan_native`).
 
 Every seeded case draws a random generator (conv, optional BatchNorm, a
 frozen conv, persistent float/long and non-persistent buffers; float32 or
 float64; with or without ``generator_ema``; sometimes a second ``aux``/``aux_ema``
-pair), random ``interval`` (-1 and 0 included), ``start_iter`` and
-``interp_cfg``, and a seeded "training" of the generator. The real hook and
+pair), random ``interval`` (-1 and 0 included), ``start_iter``,
+``interp_cfg`` (and mmgen's ``momentum_policy='rampup'`` with random ``momentum_cfg``), and a seeded "training" of the generator. The real hook and
 compat's (built from the registry) drive identical models; after *every*
 call (``before_run`` and each ``after_train_iter``) every EMA tensor must be
 equal bit for bit, and the warnings raised must be the same.
@@ -28,7 +28,8 @@ from compat_ema.registry import HOOKS  # noqa: E402
 
 N_CASES = 150
 FAMILIES = {'mmedit': (g.mmedit_cls, 'mmedit.ExponentialMovingAverageHook'),
-            'mmagic': (g.mmagic_cls, 'mmagic.ExponentialMovingAverageHook')}
+            'mmagic': (g.mmagic_cls, 'mmagic.ExponentialMovingAverageHook'),
+            'mmgen': (g.mmgen_cls, 'mmgen.ExponentialMovingAverageHook')}
 
 
 def _run(case, make_hook, src, aux):
@@ -39,7 +40,7 @@ def _run(case, make_hook, src, aux):
 
 
 def _case(family: str, seed: int) -> dict:
-    rng = random.Random(seed * 7 + (1 if family == 'mmagic' else 0))
+    rng = random.Random(seed * 7 + {'mmedit': 0, 'mmagic': 1, 'mmgen': 2}[family])
     spec = g.random_spec(rng)
     kw = dict(module_keys=g.module_keys(spec), **g.random_hook_kw(rng, family))
     return dict(name=f'{family}_{seed}', family=family, seed=seed, n=rng.randint(1, 9),
@@ -116,3 +117,14 @@ def test_mmagic_checks_fire_at_the_same_call(cfg):
         outcomes.append(seen)
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][:2] == ['ok', 'ok'] and outcomes[0][2] != 'ok'
+
+
+@pytest.mark.parametrize('kw', [dict(module_keys='generator_ema', interp_mode='slerp'),
+                                dict(module_keys='generator_ema', momentum_policy='cosine'),
+                                dict(module_keys=['generator_ema'])])
+def test_mmgen_constructor_errors_match(kw):
+    with pytest.raises(Exception) as real:
+        g.mmgen_cls()(**kw)
+    with pytest.raises(Exception) as ours:
+        HOOKS.build(dict(type='mmgen.ExponentialMovingAverageHook', **kw))
+    assert type(real.value) is type(ours.value) is AssertionError
