@@ -104,8 +104,11 @@ def classify_gan(entry: Any, generation: Optional[str] = None) -> Optional[GanSp
                                'executed: write the values as literals)')
     unknown = set(args) - _KEYS
     if unknown:
+        hint = (' (mmgen 0.7\'s momentum_policy/momentum_cfg: mmagic\'s hook has no momentum '
+                'policy; BaseGAN ema_config=dict(type=\'RampUpEMA\') is the nearest)'
+                if unknown & {'momentum_policy', 'momentum_cfg'} else '')
         raise UnknownKeysError(f'{name}: unknown key(s) {sorted(unknown)}; it takes '
-                               f'{sorted(_KEYS)} (plus type, priority)')
+                               f'{sorted(_KEYS)} (plus type, priority){hint}')
     if 'module_keys' not in args:
         raise UnknownKeysError(f'{name}: module_keys is required (e.g. "generator_ema")')
     cfg = args.get('interp_cfg') or {}
