@@ -46,7 +46,8 @@ def replay(case: dict, expected, hook_name: str, family: str, device: str = 'cpu
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         labels, snaps = gan_native.drive(run, lambda **k: HOOKS.build(dict(type=hook_name, **k)),
-                                         family, src, aux, device=device)
+                                         family, src, aux, device=device,
+                                         ema_init=expected.snapshots[0])
     return golden.Trajectory(labels, snaps)
 
 

@@ -245,18 +245,25 @@ def _ema_snapshot(model: Pair) -> dict:
 
 
 def drive(case: dict, make_hook: Callable, family: str, src: List[dict],
-          aux: Optional[List[dict]] = None, device: str = 'cpu'):
+          aux: Optional[List[dict]] = None, device: str = 'cpu', ema_init: Optional[dict] = None):
     """Run ``case`` through a hook built by ``make_hook(**case['kw'])``; ``(labels, snapshots)``.
 
     ``family``: 'mmedit' (``after_train_iter(runner)``) or 'mmagic'
     (``after_train_iter(runner, batch_idx)``). ``src``: the generator state
-    to load before each call (``src[0]`` before ``before_run``).
+    to load before each call (``src[0]`` before ``before_run``). ``ema_init``: a recorded
+    'init' snapshot whose ``<name>_ema.*`` entries are loaded into the model's EMA modules
+    first (so a replay does not depend on how this CPU draws the initial weights).
     """
     spec = case['spec']
     model = make_pair(spec, case['seed']).to(device)
     load_full_state(model.generator, src[0])
     if aux is not None:
         load_full_state(model.aux, aux[0])
+    for name, child in model.named_children():
+        prefix = name + '.'
+        if ema_init is not None and name.endswith('_ema'):
+            load_full_state(child, {k[len(prefix):]: v for k, v in ema_init.items()
+                                    if k.startswith(prefix)})
     hook = make_hook(**case['kw'])
     runner = types.SimpleNamespace(model=model, iter=0)
     hook.before_run(runner)
