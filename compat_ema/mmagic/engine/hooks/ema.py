@@ -63,10 +63,12 @@ class ExponentialMovingAverageHook(Hook):
     @staticmethod
     def lerp(a, b, momentum=0.001, momentum_nontrainable=1., trainable=True):
         """``b + (a - b) * m`` with ``a`` the source and ``b`` the EMA entry (mmagic's sense)."""
-        require(0.0 < momentum < 1.0, f'momentum must be in range (0.0, 1.0)but got {momentum}')
-        require(0.0 < momentum_nontrainable <= 1.0,
-                f'momentum_nontrainable must be in range (0.0, 1.0] but got '
-                f'{momentum_nontrainable}')
+        # explicit raises (not assert: they must survive python -O); messages built on failure only
+        if not 0.0 < momentum < 1.0:
+            raise AssertionError(f'momentum must be in range (0.0, 1.0)but got {momentum}')
+        if not 0.0 < momentum_nontrainable <= 1.0:
+            raise AssertionError(f'momentum_nontrainable must be in range (0.0, 1.0] but got '
+                                 f'{momentum_nontrainable}')
         if momentum > 0.5:
             warnings.warn('The value of momentum in EMA is usually a small number,which is '
                           'different from the conventional notion of momentum but got '
