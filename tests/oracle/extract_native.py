@@ -5,7 +5,7 @@ Usage: ``python tests/oracle/extract_native.py WHEEL_DIR OUT_DIR``
 
 Writes ``OUT_DIR/mmdet/models/layers/ema.py``, ``OUT_DIR/mmyolo/models/layers/ema.py``,
 ``OUT_DIR/mmedit/core/hooks/ema.py``, ``OUT_DIR/mmagic/engine/hooks/ema.py``,
-mmedit's four shipped configs with an EMA hook, and ``OUT_DIR/mmgen/core/hooks/ema_hook.py``
+``OUT_DIR/mmagic/models/base_models/average_model.py`` (``BaseGAN``'s averaged models), mmedit's four shipped configs with an EMA hook, and ``OUT_DIR/mmgen/core/hooks/ema_hook.py``
 from the mmgen 0.7.3 sdist (nothing else from the archives), for
 :mod:`native` and :mod:`gan_native` to load. The oracle tox env downloads the wheels with
 ``pip download --no-deps`` and runs this; the packages are never installed
@@ -30,7 +30,8 @@ WHEELS = {
     'mmyolo-0.6.0-py3-none-any.whl': ['mmyolo/models/layers/ema.py'],
     'mmedit-0.16.1-py2.py3-none-any.whl': ['mmedit/core/hooks/ema.py'] + [
         _MMEDIT_CONFIGS + c for c in MMEDIT_EMA_CONFIGS],
-    'mmagic-1.2.0-py2.py3-none-any.whl': ['mmagic/engine/hooks/ema.py'],
+    'mmagic-1.2.0-py2.py3-none-any.whl': ['mmagic/engine/hooks/ema.py',
+                                          'mmagic/models/base_models/average_model.py'],
 }
 
 

@@ -70,6 +70,33 @@ def mmedit_cls():
 
 
 @lru_cache(maxsize=None)
+def mmagic_average_module():
+    """The real mmagic 1.2.0 ``models/base_models/average_model.py`` (``ExponentialMovingAverage``,
+    ``RampUpEMA``: what ``BaseGAN(ema_config=...)`` builds), its ``mmagic.registry`` served by a
+    temporary shim (a child of mmengine's ``MODELS``)."""
+    from mmengine.registry import MODELS, Registry
+    path = native_dir() / 'mmagic/models/base_models/average_model.py'
+    if not path.is_file():
+        raise RuntimeError(f'{path} is missing: re-run extract_native.py')
+    registry = Registry('model', parent=MODELS, scope='native_mmagic_models')
+    pkg = types.ModuleType('mmagic')
+    pkg.__path__ = []
+    reg = types.ModuleType('mmagic.registry')
+    reg.MODELS = registry
+    shim = {'mmagic': pkg, 'mmagic.registry': reg}
+    saved = {k: sys.modules.get(k) for k in shim}
+    sys.modules.update(shim)
+    try:
+        return _exec('native_mmagic_average_model', path)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@lru_cache(maxsize=None)
 def mmgen_cls():
     """The real mmgen 0.7.3 ``ExponentialMovingAverageHook`` (on the real mmcv 1.6.0).
 

@@ -111,3 +111,42 @@ def test_converted_mmedit_checkpoint_resumes_with_the_mmagic_hook(real_runners, 
                                       trainable=trainable[k]).to(ema[k].dtype)
     final = _snap(model)
     assert not diff({k: final['generator_ema.' + k] for k in ema}, ema)
+
+
+def test_ema_config_form_loads_into_mmagics_averaged_model(real_runners, tmp_path):  # noqa: F811
+    """``convert --to mmagic --ema-config`` keeps the EMA history in mmagic 1.2.0's own
+    ``ExponentialMovingAverage`` (what ``BaseGAN(ema_config=...)`` builds); the plain hook keys
+    load too, but with ``steps`` reset to 0, so its next update copies the generator."""
+    import torch.nn as nn
+
+    from compat_ema.checkpoint import convert
+    from test_gan_runners import _generator
+    avg_cls = gan_native.mmagic_average_module().ExponentialMovingAverage
+    batches = make_batches(4, seed=5)
+    run_mmcv(tmp_path / 'mmcv', gan_native.mmedit_cls()(module_keys='generator_ema', interval=1,
+                                                        interp_cfg=dict(momentum=0.9)),
+             batches, iters=4, ckpt_interval=4)
+    legacy = torch.load(tmp_path / 'mmcv' / 'iter_4.pth', map_location='cpu', weights_only=False)
+    convert(tmp_path / 'mmcv' / 'iter_4.pth', tmp_path / 'avg.pth', to='mmagic', ema_config=True)
+    convert(tmp_path / 'mmcv' / 'iter_4.pth', tmp_path / 'hook.pth', to='mmagic')
+
+    class GanModel(nn.Module):  # BaseGAN's layout: generator + averaged-model generator_ema
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(123)
+            self.generator = _generator(True)
+            self.generator_ema = avg_cls(self.generator, momentum=0.1)
+
+    ema_keys = [k for k in legacy['state_dict'] if k.startswith('generator_ema.')]
+    for name, steps in (('avg.pth', 4), ('hook.pth', 0)):
+        model = GanModel()
+        sd = torch.load(tmp_path / name, map_location='cpu', weights_only=False)['state_dict']
+        model.load_state_dict(sd)
+        assert int(model.generator_ema.steps) == steps, name
+        got = model.generator_ema.module.state_dict()
+        for k in ema_keys:
+            assert torch.equal(got[k[len('generator_ema.'):]], legacy['state_dict'][k]), (name, k)
+        # the next update: a blend when steps > 0, a plain copy of the generator when steps == 0
+        model.generator_ema.update_parameters(model.generator)
+        w = model.generator_ema.module[0].weight
+        assert torch.equal(w, model.generator[0].weight) == (steps == 0), name
