@@ -11,7 +11,9 @@ Public API (see each module's docstring for the upstream behaviour it carries):
 * :mod:`compat_ema.testing.scenario`: ``run_scenario``, ``ScenarioResult``,
   ``run_spec``, ``summarize``;
 * :mod:`compat_ema.testing.equivalence`: ``check_resume``, ``resume_matrix``;
-* :mod:`compat_ema.testing.models`: ``TinyModel``, ``make_loader``.
+* :mod:`compat_ema.testing.models`: ``TinyModel``, ``make_loader``;
+* :mod:`compat_ema.testing.gan`: ``TinyRestorer`` (``generator`` + ``generator_ema``, for the
+  mmedit/mmagic hooks).
 """
 import importlib
 from typing import Any, Dict
@@ -23,6 +25,7 @@ _EXPORTS: Dict[str, str] = {
                      'MMDataParallel', 'OptimizerHook'], 'mmcv_runner'),
     'Runner': 'mmengine_runner',
     **dict.fromkeys(['ListLoader', 'TinyModel', 'make_loader', 'make_samples'], 'models'),
+    'TinyRestorer': 'gan',
     **dict.fromkeys(['ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix'],
                     'equivalence'),
     **dict.fromkeys(['ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize'],
