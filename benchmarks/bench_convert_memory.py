@@ -31,11 +31,11 @@ op, src, dst = sys.argv[1:4]
 before = rss_kb()
 t0 = time.perf_counter()
 if op == 'export-ema':
-    C.export_ema(src, dst)
+    C.export_ema(src, dst, priority='NORMAL')
 elif op == 'inspect':
     C.inspect(src)
 else:
-    C.convert(src, dst, to=op)
+    C.convert(src, dst, to=op, source_priority='NORMAL')
 secs = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(before_kb=before, peak_kb=peak, seconds=secs)))

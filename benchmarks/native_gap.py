@@ -1,6 +1,6 @@
 """Print the legacy-vs-native EMA gap tables quoted in MIGRATION.md.
 
-``python benchmarks/native_gap.py`` runs :func:`compat_ema.mmdet3.compare.native_gap`
+``python benchmarks/native_gap.py`` runs :func:`compat_ema.migrate.native_gap.native_gap`
 with the YOLOX settings (momentum 0.0001, total_iter/gamma 2000, 3000
 iterations, epochs of 100 iterations, restart at iteration 1500) and prints
 the parameter and buffer tables in markdown. ``tests/test_native_gap.py``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from compat_ema.mmdet3.compare import format_table, native_gap
+from compat_ema.migrate.native_gap import format_table, native_gap
 
 
 def main(argv=None) -> int:

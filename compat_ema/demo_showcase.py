@@ -4,8 +4,9 @@ For each built-in legacy config (:data:`LEGACY_CONFIGS`):
 
 1. the config is written to the output directory and read back with
    :func:`compat_ema.migrate.load_config` (never executed);
-2. its ``custom_hooks`` train :class:`~compat_ema.testing.TinyModel` for
-   :data:`EPOCHS` epochs in the fake mmcv ``EpochBasedRunner``
+2. its ``custom_hooks`` and ``optimizer`` train
+   :class:`~compat_ema.demo.DemoRegressor` on :func:`~compat_ema.demo.regression_samples`
+   for :data:`EPOCHS` epochs in the fake mmcv ``EpochBasedRunner``
    (:func:`compat_ema.testing.run_scenario`), checkpoint every epoch;
 3. it is migrated with ``--exact`` and ``--native``
    (:func:`compat_ema.migrate.migrate_config`), both written next to it;
@@ -28,9 +29,14 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from .migrate._io import atomic_write_text
+from .core.atomic import write_new
 
 __all__ = ['LEGACY_CONFIGS', 'EPOCHS', 'showcase', 'prepare_out', 'DemoOutputError']
+
+
+def _write_text(path: str, text: str) -> None:
+    """Atomically (re)write one of the demo's own files."""
+    write_new(path, lambda f: f.write(text.encode('utf-8')), force=True)
 
 #: training length of each run (3 iterations per epoch)
 EPOCHS = 4
@@ -41,7 +47,7 @@ LEGACY_CONFIGS: Dict[str, str] = {
     'legacy_yolox_style': '''\
 # compat-ema demo: an mmdet 2.x YOLOX-style EMA setup (mmdet 2.28 ExpMomentumEMAHook).
 runner = dict(type='EpochBasedRunner', max_epochs=4)
-optimizer = dict(type='SGD', lr=0.1, momentum=0.9)
+optimizer = dict(type='SGD', lr=0.05, momentum=0.9)
 checkpoint_config = dict(interval=1)
 resume_from = None
 
@@ -57,7 +63,7 @@ custom_hooks = [
     'legacy_mmcv_style': '''\
 # compat-ema demo: an mmcls/mmseg-style setup with mmcv 1.x EMAHook.
 runner = dict(type='EpochBasedRunner', max_epochs=4)
-optimizer = dict(type='SGD', lr=0.1, momentum=0.9)
+optimizer = dict(type='SGD', lr=0.05, momentum=0.9)
 checkpoint_config = dict(interval=1)
 
 # momentum**interval = 0.09 per update, every 2nd iteration; the warm-up caps it up to iter 8
@@ -80,9 +86,8 @@ def prepare_out(out: str, force: bool = False) -> str:
             and not force:
         raise DemoOutputError(f'{out}: exists, is not empty and was not written by compat-ema '
                               'demo; choose another --out or pass --force')
-    atomic_write_text(os.path.join(out, MARKER),
-                      'written by compat-ema demo; its files here are overwritten on the next run\n',
-                      force=True)
+    _write_text(os.path.join(out, MARKER),
+                'written by compat-ema demo; its files here are overwritten on the next run\n')
     return out
 
 
@@ -106,16 +111,34 @@ def _max_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+#: the element the part-2 table follows
+ELEMENT = ('head.weight', (0, 0))
+
+
+def _data():
+    """The demo's training data as a loader for the fake runners (3 batches of 8 per epoch)."""
+    from torch.utils.data import DataLoader
+    from .demo import BATCH, regression_samples
+    return DataLoader(regression_samples(3 * BATCH), batch_size=BATCH, shuffle=False)
+
+
+def _model():
+    from .demo import DemoRegressor
+    return DemoRegressor(0)
+
+
 def _run_one(name: str, text: str, out: str, lines: List[str]) -> Tuple[float, float]:
     from .migrate import load_config, migrate_config, write_migration
     from .migrate.compare import compare
     from .testing import run_scenario
 
     legacy_path = os.path.join(out, name + '.py')
-    atomic_write_text(legacy_path, text, force=True)
-    hooks = load_config(legacy_path).cfg['custom_hooks']
+    _write_text(legacy_path, text)
+    cfg = load_config(legacy_path).cfg
+    hooks, optimizer = cfg['custom_hooks'], cfg['optimizer']
     runs = os.path.join(out, 'runs', name)
     legacy = run_scenario('mmcv', 'epoch', hooks=hooks, max_epochs=EPOCHS, recorders=(),
+                          model=_model(), data=_data(), optimizer=optimizer,
                           work_dir=os.path.join(runs, 'legacy'))
     results = {}
     migrated = {}
@@ -127,6 +150,7 @@ def _run_one(name: str, text: str, out: str, lines: List[str]) -> Tuple[float, f
         new_hooks = load_config(dst).cfg['custom_hooks']
         results[mode] = run_scenario('mmengine', 'epoch', hooks=_for_harness(new_hooks),
                                      max_epochs=EPOCHS, recorders=(), val=False,
+                                     model=_model(), data=_data(), optimizer=optimizer,
                                      work_dir=os.path.join(runs, mode))
     keys = [k for k in results['exact'].checkpoints['epoch_1.pth']['state_dict']
             if results['exact'].checkpoints['epoch_1.pth']['state_dict'][k].is_floating_point()]
@@ -136,11 +160,16 @@ def _run_one(name: str, text: str, out: str, lines: List[str]) -> Tuple[float, f
     lines.append(f'{name}: {spec.spec.describe()}')
     lines.append(f'  exact : {migrated["exact"].mapped[0].new_entry()}')
     lines.append(f'  native: {migrated["native"].mapped[0].new_entry()}')
-    lines.append(f'  {"epoch":>5} | {"legacy EMA fc.weight[0,0]":>26} | {"|exact - legacy|":>17} | '
-                 f'{"|native - legacy|":>18}   (max over {len(keys)} EMA tensors)')
+    key, idx = ELEMENT
+    where = f'{key}[{idx[0]},{idx[1]}]'
+    lines.append(f'  after each epoch: the EMA of {where} (legacy, native) and differences, at '
+                 f'that element and as the max over all {len(keys)} EMA tensors')
+    lines.append(f'  {"epoch":>5} | {"legacy EMA":>10} | {"max|exact-legacy|":>17} | '
+                 f'{"native EMA":>10} | {"|native-legacy|":>15} | {"max|native-legacy|":>18}')
     for e in range(EPOCHS):
-        lines.append(f'  {e + 1:>5} | {float(leg[e]["fc.weight"][0, 0]):>26.8f} | '
-                     f'{_max_diff(ex[e], leg[e]):>17.3g} | {_max_diff(na[e], leg[e]):>18.3g}')
+        lv, nv = float(leg[e][key][idx]), float(na[e][key][idx])
+        lines.append(f'  {e + 1:>5} | {lv:>10.6f} | {_max_diff(ex[e], leg[e]):>17.3g} | '
+                     f'{nv:>10.6f} | {abs(nv - lv):>15.3g} | {_max_diff(na[e], leg[e]):>18.3g}')
     legacy_entry = dict(hooks[0], type=spec.spec.kind)
     cmp = compare(legacy_entry, migrated['native'].mapped[0].new_entry(), 3 * EPOCHS)
     for line in cmp.summary('native'):
@@ -159,8 +188,10 @@ def _artefacts(name, legacy, out, lines, legacy_entry, native_entry) -> None:
     else:
         conv = os.path.join(out, f'{name}_epoch_{EPOCHS}_as_mmengine.pth')
         exp = os.path.join(out, f'{name}_epoch_{EPOCHS}_ema_weights.pth')
-        convert(last, conv, to='mmengine', force=True)
-        export_ema(last, exp, force=True)
+        # mmcv files do not record the hook priority: say it (the side of the EMA depends on it)
+        priority = legacy_entry.get('priority', 'NORMAL')
+        convert(last, conv, to='mmengine', force=True, source_priority=priority)
+        export_ema(last, exp, force=True, priority=priority)
         lines.append(f'  checkpoints: {os.path.relpath(conv)} (mmengine layout), '
                      f'{os.path.relpath(exp)} (EMA weights only)')
     from .migrate.hookspec import classify
@@ -188,6 +219,6 @@ def showcase(out: str = 'compat-ema-demo', force: bool = False) -> str:
     lines.append('exact: the legacy EMA bit for bit under mmengine (compat_ema legacy types); '
                  "native: mmengine's own types, the numbers move as shown. See MIGRATION.md.")
     text = '\n'.join(lines)
-    atomic_write_text(os.path.join(out, 'report.txt'), text + '\n', force=True)
+    _write_text(os.path.join(out, 'report.txt'), text + '\n')
     print(text)
     return text

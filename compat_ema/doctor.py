@@ -1,6 +1,6 @@
 """``compat-ema doctor``: tell users when their EMA setup loses EMA history.
 
-The real runners (RUNNER_SPEC.md) make EMA resume depend on details users do
+The real runners (docs/runner-behaviour.md) make EMA resume depend on details users do
 not see: the hook's priority relative to ``CheckpointHook`` (50), which
 ``resume_from`` is set, and the runner type. :func:`diagnose` reads a config
 (an mmdet 2.x / mmcv style dict, an mmengine style dict, or a single hook
@@ -8,25 +8,25 @@ dict) and returns :class:`Finding` rows; :func:`diagnose_runner` does the same
 for a harness runner just before ``run()`` (the harness turns them into
 :class:`EMASetupWarning`; numbers never change).
 
-Codes (each cites the RUNNER_SPEC section that shows the behaviour):
+Codes (each with the anchors of docs/runner-behaviour.md that show the behaviour):
 
 * ``E101`` runner-level ``resume_from`` without the hook's ``resume_from``:
   the ``ema_*`` keys are dropped as unexpected and the EMA restarts from the
-  loaded weights (B.6, UPSTREAM_NOTES 8);
+  loaded weights (#resume-matrix, docs/upstream-quirks.md#mmdet-resume);
 * ``E102`` hook ``resume_from`` with the hook at priority >= 50 (NORMAL, after
   CheckpointHook): raw and EMA weights come back with their roles inverted
-  (A.11, B.6);
+  (#mmcv-emahook, #resume-matrix);
 * ``E103`` EMA hook at priority >= 50 under the epoch runner: checkpoints hold
-  raw weights under the normal keys and EMA under ``ema_*`` (B.5; info);
-* ``E104`` IterBasedRunner: the EMA is never swapped in (A.11, mmcv#2195);
+  raw weights under the normal keys and EMA under ``ema_*`` (#mmdet-checkpoint, info);
+* ``E104`` IterBasedRunner: the EMA is never swapped in (#mmcv-emahook, mmcv#2195);
 * ``E105`` IterBasedRunner with a resume: one iteration is repeated and the
-  data are not fast-forwarded; the hook's ``resume_from`` needs CUDA (A.8);
+  data are not fast-forwarded; the hook's ``resume_from`` needs CUDA (#mmcv-resume);
 * ``E106`` mmcv ``EMAHook`` with ``interval > 1``: the momentum becomes
-  ``momentum ** interval`` (A.11, UPSTREAM_NOTES 1);
+  ``momentum ** interval`` (#mmcv-emahook, docs/upstream-quirks.md#momentum-power-interval);
 * ``E201`` mmengine ``load_from`` without ``resume``: the EMA restarts
-  (``steps`` 0) and the model gets the EMA weights (C.9; info);
+  (``steps`` 0) and the model gets the EMA weights (#mmengine-emahook, info);
 * ``E202`` mmengine ``train()`` then ``test()`` on one runner: the EMA model is
-  rebuilt from the raw weights before testing (C.9).
+  rebuilt from the raw weights before testing (#mmengine-emahook).
 
 GAN/restoration family (mmedit 0.x / mmagic 1.x, docs/gan-family.md):
 
@@ -55,9 +55,14 @@ _MMENGINE_KEYS = ('ema_type', 'update_buffers', 'begin_iter', 'begin_epoch', 'st
 _CHECKPOINT_PRIORITY = 50
 
 
+#: where the behaviour behind each finding is documented (``Finding.ref`` holds its anchors)
+DOC = 'docs/runner-behaviour.md'
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One diagnosis: ``code``, ``severity`` ('warning' or 'info'), ``message``, ``ref``."""
+    """One diagnosis: ``code``, ``severity`` ('warning' or 'info'), ``message``, ``ref`` (the
+    anchors of :data:`DOC` that show the behaviour, space-separated)."""
 
     code: str
     severity: str
@@ -65,8 +70,8 @@ class Finding:
     ref: str
 
     def __str__(self) -> str:
-        where = f'see {self.ref}' if self.ref.startswith('docs/') else f'RUNNER_SPEC {self.ref}'
-        return f'[{self.code} {self.severity}] {self.message} ({where})'
+        where = ', '.join(a if '/' in a else f'{DOC}#{a}' for a in self.ref.split())
+        return f'[{self.code} {self.severity}] {self.message} (see {where})'
 
 
 def _short_type(cfg: Dict[str, Any]) -> str:
@@ -130,33 +135,33 @@ def _mmcv_rules(kind: str, prio: int, hook_resume: bool, runner_resume: bool, it
                            f'{kind}: the runner-level resume_from runs before the hook registers '
                            f'its ema_* buffers, so the ema_* keys are dropped as unexpected and '
                            f'the EMA restarts from the loaded weights; {lost}. Set resume_from on '
-                           f'the hook too (mmdet 2.x FAQ).', 'B.6'))
+                           f'the hook too (mmdet 2.x FAQ).', 'resume-matrix'))
     if hook_resume and after_ckpt and not iter_runner:
         out.append(Finding('E102', 'warning',
                            f'{kind} at priority {prio} runs after CheckpointHook (50), so its '
                            f'checkpoints hold raw weights under the normal keys; resuming through '
                            f'the hook\'s resume_from swaps them at before_train_epoch and training '
                            f'continues from the EMA weights with the raw ones as EMA (roles '
-                           f'inverted). Use priority 49 (as the YOLOX configs do).', 'A.11, B.6'))
+                           f'inverted). Use priority 49 (as the YOLOX configs do).', 'mmcv-emahook resume-matrix'))
     elif after_ckpt and not iter_runner:
         out.append(Finding('E103', 'info',
                            f'{kind} at priority {prio} runs after CheckpointHook: epoch_N.pth holds '
-                           f'raw weights under the normal keys and the EMA under ema_*.', 'B.5'))
+                           f'raw weights under the normal keys and the EMA under ema_*.', 'mmdet-checkpoint'))
     if iter_runner:
         out.append(Finding('E104', 'warning',
                            f'{kind} under IterBasedRunner: before_train_epoch/after_train_epoch are '
                            f'never called, so the EMA weights are never swapped in; evaluation and '
-                           f'the normal checkpoint keys use the raw weights (mmcv#2195).', 'A.4, A.11'))
+                           f'the normal checkpoint keys use the raw weights (mmcv#2195).', 'mmcv-iter-runner mmcv-emahook'))
         if hook_resume or runner_resume:
             out.append(Finding('E105', 'warning',
                                'IterBasedRunner.resume: the saved iter is completed-1, so one '
                                'iteration is repeated and the data loader is not fast-forwarded; '
                                'the hook\'s resume_from calls it with map_location="default", which '
-                               'needs CUDA.', 'A.8'))
+                               'needs CUDA.', 'mmcv-resume'))
     if kind == 'EMAHook' and interval > 1:
         out.append(Finding('E106', 'info',
                            f'mmcv EMAHook stores momentum**interval (interval={interval}): the '
-                           f'per-update momentum gets smaller as the interval grows.', 'A.11'))
+                           f'per-update momentum gets smaller as the interval grows.', 'mmcv-emahook'))
     return out
 
 
@@ -214,12 +219,12 @@ def _diagnose_mmengine(config: Dict[str, Any]) -> List[Finding]:
                            'mmengine EMAHook with load_from and resume=False: both the model and '
                            'the EMA copy receive the EMA weights from state_dict and steps restarts '
                            'at 0 (the next update is a plain copy); use resume=True to continue '
-                           'the EMA.', 'C.7, C.9'))
+                           'the EMA.', 'mmengine-resume mmengine-emahook'))
     if config.get('test_after_train'):
         out.append(Finding('E202', 'warning',
                            'runner.train() then runner.test() on the same runner: before_run fires '
                            'again and rebuilds the EMA model from the raw weights, so the test '
-                           'evaluates raw weights. Test from a fresh runner with load_from.', 'C.9'))
+                           'evaluates raw weights. Test from a fresh runner with load_from.', 'mmengine-emahook'))
     return out
 
 
@@ -272,6 +277,8 @@ def load_config(text: str) -> Dict[str, Any]:
                 return json.loads(f.read())
         from .migrate.configparse import load_config as parse_config
         return parse_config(text).cfg
+    if text.strip().endswith(('.py', '.json')):
+        raise FileNotFoundError(f'{text}: no such config file')
     try:
         value = _literal(ast.parse(text.strip(), mode='eval').body)
     except (ValueError, SyntaxError):

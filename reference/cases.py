@@ -166,7 +166,8 @@ def _ev(method: str, **counters) -> Dict[str, Any]:
 
 
 def stream_mmcv_epoch(epochs: int, iters: int) -> List[Dict[str, Any]]:
-    """mmcv EpochBasedRunner around an EMA hook (RUNNER_SPEC A.2): swaps at epoch boundaries."""
+    """mmcv EpochBasedRunner around an EMA hook (docs/runner-behaviour.md#mmcv-epoch-runner):
+    swaps at epoch boundaries."""
     ev, it = [_ev('before_run', iter=0, epoch=0)], 0
     for e in range(epochs):
         ev.append(_ev('before_train_epoch', iter=it, epoch=e))
@@ -180,7 +181,8 @@ def stream_mmcv_epoch(epochs: int, iters: int) -> List[Dict[str, Any]]:
 
 
 def stream_mmcv_iter(iters: int) -> List[Dict[str, Any]]:
-    """mmcv IterBasedRunner (RUNNER_SPEC A.4): only before_epoch/after_epoch, so no swap ever."""
+    """mmcv IterBasedRunner (docs/runner-behaviour.md#mmcv-iter-runner): only
+    before_epoch/after_epoch, so no swap ever."""
     ev = [_ev('before_run', iter=0, epoch=0), _ev('before_epoch', iter=0, epoch=0)]
     for i in range(iters):
         ev.append({'op': 'step'})
@@ -208,7 +210,8 @@ def _mmengine_epochs(ev, start_epoch, epochs, iters, val, save_at=()):
 
 def stream_mmengine_epoch(epochs: int, iters: int, val: bool = True, test: bool = False,
                           save_at: Tuple[int, ...] = ()) -> List[Dict[str, Any]]:
-    """mmengine Runner.train() with EpochBasedTrainLoop (RUNNER_SPEC C.1/C.2), optional test()."""
+    """mmengine Runner.train() with EpochBasedTrainLoop
+    (docs/runner-behaviour.md#mmengine-entry-points, #mmengine-epoch-loop), optional test()."""
     ev = [_ev('before_run', iter=0, epoch=0), _ev('before_train', iter=0, epoch=0)]
     it = _mmengine_epochs(ev, 0, epochs, iters, val, tuple(save_at))
     ev += [_ev('after_train', iter=it, epoch=epochs), _ev('after_run', iter=it, epoch=epochs)]
@@ -219,7 +222,8 @@ def stream_mmengine_epoch(epochs: int, iters: int, val: bool = True, test: bool 
 
 
 def stream_mmengine_iter(iters: int, val_interval: int) -> List[Dict[str, Any]]:
-    """mmengine IterBasedTrainLoop (RUNNER_SPEC C.3): batch_idx == iter, epoch stays 0."""
+    """mmengine IterBasedTrainLoop (docs/runner-behaviour.md#mmengine-iter-loop): batch_idx ==
+    iter, epoch stays 0."""
     ev = [_ev('before_run', iter=0, epoch=0), _ev('before_train', iter=0, epoch=0),
           _ev('before_train_epoch', iter=0, epoch=0)]
     for i in range(iters):
@@ -236,7 +240,8 @@ def stream_mmengine_iter(iters: int, val_interval: int) -> List[Dict[str, Any]]:
 def stream_mmengine_resume(iters: int, resume: bool, keep_ema: bool) -> List[Dict[str, Any]]:
     """Train 2 epochs saving after epoch 1, then restart (before_run), load that checkpoint with
     ``runner._resume=resume`` (without ``ema_state_dict`` unless ``keep_ema``), let the runner
-    load ``state_dict`` into the model, and train epoch 2 again (RUNNER_SPEC C.7/C.9)."""
+    load ``state_dict`` into the model, and train epoch 2 again
+    (docs/runner-behaviour.md#mmengine-resume, #mmengine-emahook)."""
     ev = [_ev('before_run', iter=0, epoch=0), _ev('before_train', iter=0, epoch=0)]
     _mmengine_epochs(ev, 0, 2, iters, val=False, save_at=(1,))
     ev += [_ev('before_run', iter=0, epoch=0),
@@ -402,7 +407,8 @@ assert len(CASES_BY_NAME) == len(CASES), 'duplicate case names'
 
 # --------------------------------------------------------------------------- driving
 class FakeRunner:
-    """The attributes the three generations' EMA hooks read (RUNNER_SPEC Part D)."""
+    """The attributes the three generations' EMA hooks read
+    (docs/runner-behaviour.md#fake-runner-checklist)."""
 
     def __init__(self, model: nn.Module, max_iters: int, max_epochs: int):
         self.model = model

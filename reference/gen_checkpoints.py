@@ -10,7 +10,8 @@ the raw weights, *observed* in the run (a recording hook captures the live raw
 weights right after the optimizer step of the last iteration, and the file side
 equal to them is the raw side).
 
-Workarounds (ORACLE.md): torchvision stub, mmdet ema.py loaded from its file,
+Workarounds (docs/runner-behaviour.md#oracle-environment): torchvision stub, mmdet ema.py loaded
+from its file,
 ``time.sleep`` patched out of the runner modules, ``map_location='cpu'``.
 """
 from __future__ import annotations

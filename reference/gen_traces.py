@@ -21,7 +21,8 @@ The harness (``compat_ema.testing.scenario.run_spec``) produces the same record;
 ``tests/test_harness_traces.py`` compares them. Output is deterministic
 (byte-identical on regeneration).
 
-Workarounds (ORACLE.md): a torchvision stub; mmdet's ``ema.py`` loaded from its
+Workarounds (docs/runner-behaviour.md#oracle-environment): a torchvision stub; mmdet's ``ema.py``
+loaded from its
 file; ``time.sleep`` made a no-op in the runner/loop modules only;
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` so mmengine can load its own checkpoints.
 Runs single-threaded (``torch.set_num_threads(1)``): float results of the
@@ -101,7 +102,7 @@ SCENARIOS: List[dict] = [
           workflow=[['train', 1]]),
     _mmcv('mmdet_epoch_ckpt_interval3', _h(EXP, priority=49), max_epochs=4,
           workflow=[['train', 1]], checkpoint=3),
-    # mmcv resume matrix (RUNNER_SPEC B.6, A.11)
+    # mmcv resume matrix (docs/runner-behaviour.md#resume-matrix, #mmcv-emahook)
     *[_mmcv(f'{gen}_epoch_resume_{how}_{tag}', _h(cfg, **({'priority': 49} if tag == 'p49' else {})),
             max_epochs=3, workflow=[['train', 1]], resume=dict(how=how, **{'from': 'epoch_1.pth'}))
       for gen, cfg in (('mmdet', EXP), ('mmcv', MMCV_EMA))
@@ -197,7 +198,7 @@ def _loader(n: int, seed: int) -> DataLoader:
                       shuffle=False)
 
 
-# -- upstream loading (ORACLE.md workarounds) ----------------------------------------
+# -- upstream loading (docs/runner-behaviour.md#oracle-environment) ------------------
 
 _NO_SLEEP = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith('_')})
 _NO_SLEEP.sleep = lambda *_: None

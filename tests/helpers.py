@@ -21,7 +21,7 @@ class FakeRunner(SimpleRunner):
 
 
 class TinyModel(nn.Module):
-    """Linear(4, 3) + BatchNorm1d(3), as in RUNNER_SPEC's runs."""
+    """Linear(4, 3) + BatchNorm1d(3), as in the runs of docs/runner-behaviour.md."""
 
     def __init__(self) -> None:
         super().__init__()

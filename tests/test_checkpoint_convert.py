@@ -126,7 +126,8 @@ def test_legacy_to_mmengine_layout(name, tmp_path):
             assert bits(esd['module.' + k]) == bits(raw[k]), k         # raw in ema_state_dict
         else:  # untracked buffers: the live values on both sides
             assert bits(ck['state_dict'][k]) == bits(sd[k]) == bits(esd['module.' + k]), k
-    if info['runner'] == 'EpochBasedRunner':   # RUNNER_SPEC A.7 vs C.6: same convention
+    # docs/runner-behaviour.md#mmcv-checkpoint vs #mmengine-checkpoint: same convention
+    if info['runner'] == 'EpochBasedRunner':
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     else:  # mmcv iter runner saves iter = done - 1; mmengine iter loop: epoch 0, iter = done
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (0, info['meta_iter'] + 1)
@@ -148,7 +149,8 @@ def test_round_trip_through_mmengine_is_exact(name, tmp_path):
 
 @pytest.mark.parametrize('name', [n for n in LEGACY if 'skip0' in n])
 def test_mmdet_side_detected_from_integer_buffers(name):
-    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side (B.5)."""
+    """skip_buffers=False: the stale num_batches_tracked copy marks the EMA side
+    (docs/runner-behaviour.md#mmdet-checkpoint)."""
     rep = C.inspect(REF / name)
     swapped = MANIFEST[name]['raw_side'] == 'ema_keys'
     assert rep.ema_side.startswith('model keys' if swapped else 'ema_* buffers')
@@ -156,10 +158,9 @@ def test_mmdet_side_detected_from_integer_buffers(name):
     assert rep.generation == 'mmdet'
 
 
-def test_legacy_side_assumed_without_evidence_and_overridable():
+def test_legacy_side_unknown_without_evidence_and_overridable():
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth')
-    assert any('ASSUMED' in e for e in rep.evidence)
-    assert rep.ema_side.startswith('ema_* buffers')
+    assert rep.ema_side.startswith('UNKNOWN')
     rep = C.inspect(REF / 'mmcv_epoch_p49.pth', priority=49)
     assert rep.ema_side.startswith('model keys')
     rep = C.inspect(REF / 'mmcv_iter_normal.pth', priority=49)   # iter runner never swaps
@@ -196,7 +197,9 @@ def test_mmengine_to_legacy(name, target, tmp_path):
             assert bits(sd[k]) == bits(esd['module.' + k]), k
     assert [k for k in sd if k.startswith('ema_')] == [
         ema_name(k) for k in info['model_keys'] if ema_name(k) in sd]
-    if by_iter:   # mmcv IterBasedRunner convention: iter = completed - 1 (RUNNER_SPEC A.7)
+    # mmcv IterBasedRunner convention: iter = completed - 1
+    # (docs/runner-behaviour.md#mmcv-checkpoint)
+    if by_iter:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (1, info['meta_iter'] - 1)
     else:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
@@ -223,7 +226,7 @@ def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
 def test_mmcv_to_mmdet_and_back(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     a, b = tmp_path / 'det.pth', tmp_path / 'cv.pth'
-    C.convert(REF / name, a, to='mmdet', skip_buffers=False)
+    C.convert(REF / name, a, to='mmdet', skip_buffers=False, source_priority='NORMAL')
     sd = raw_load(a)['state_dict']
     src = raw_load(REF / name)['state_dict']
     assert 'ema_bn_running_mean' in sd and 'ema_bn_num_batches_tracked' in sd
@@ -240,7 +243,7 @@ def test_mmcv_to_mmdet_and_back(tmp_path):
 def test_target_priority_changes_layout(tmp_path):
     name = 'mmcv_epoch_normal.pth'
     out = tmp_path / 'p49.pth'
-    C.convert(REF / name, out, to='mmcv', target_priority=49)
+    C.convert(REF / name, out, to='mmcv', target_priority=49, source_priority='NORMAL')
     raw, ema, _ = legacy_sides(name)
     sd = raw_load(out)['state_dict']
     for k in raw:
@@ -275,7 +278,7 @@ def test_legacy_serialization_format_reported_and_converted(tmp_path):
     assert C.detect_serialization(old) == 'legacy'
     assert C.inspect(old).serialization.startswith('legacy non-zip')
     out = tmp_path / 'e.pth'
-    C.convert(old, out, to='mmengine')
+    C.convert(old, out, to='mmengine', source_priority='NORMAL')
     assert C.detect_serialization(out) == 'zip'
 
 

@@ -146,7 +146,7 @@ def test_shape_mismatch_legacy(tmp_path):
 
 def test_shape_mismatch_mmengine(tmp_path):
     eng = tmp_path / 'e.pth'
-    C.convert(MMCV, eng, to='mmengine')
+    C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
     ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     ck['ema_state_dict']['module.bn.bias'] = torch.zeros(4)
     torch.save(ck, eng)
@@ -170,7 +170,7 @@ def test_ambiguous_ema_keys(tmp_path):
 def test_duplicate_model_keys_given(tmp_path):
     out = tmp_path / 'out.pth'
     with pytest.raises(C.CheckpointError, match='duplicate model keys'):
-        C.convert(MMCV, out, to='mmengine', model_keys=['fc.weight', 'fc.weight'])
+        C.convert(MMCV, out, to='mmengine', source_priority='NORMAL', model_keys=['fc.weight', 'fc.weight'])
     _no_output(tmp_path, out)
 
 
@@ -185,7 +185,7 @@ def test_orphan_ema_key(tmp_path):
 
 def test_unexpected_keys_in_ema_state_dict(tmp_path):
     eng = tmp_path / 'e.pth'
-    C.convert(MMCV, eng, to='mmengine')
+    C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
     ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     ck['ema_state_dict']['fc.weight'] = ck['ema_state_dict']['module.fc.weight']
     torch.save(ck, eng)
@@ -197,7 +197,7 @@ def test_unexpected_keys_in_ema_state_dict(tmp_path):
 @pytest.mark.parametrize('where', ['state_dict', 'steps', 'ema_state_dict'])
 def test_non_tensor_values(tmp_path, where):
     eng = tmp_path / 'e.pth'
-    C.convert(MMCV, eng, to='mmengine')
+    C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
     ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     if where == 'state_dict':
         ck['state_dict']['fc.weight'] = [[0.0] * 4] * 3
@@ -257,17 +257,17 @@ def test_existing_output_needs_force(tmp_path, capsys):
     out = tmp_path / 'out.pth'
     out.write_bytes(b'keep me')
     with pytest.raises(C.CheckpointError, match='exists'):
-        C.convert(MMCV, out, to='mmengine')
+        C.convert(MMCV, out, to='mmengine', source_priority='NORMAL')
     assert out.read_bytes() == b'keep me'
-    assert cli(['export-ema', str(MMCV), str(out), '-q']) == 1
+    assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL']) == 1
     assert out.read_bytes() == b'keep me'
-    assert cli(['export-ema', str(MMCV), str(out), '-q', '--force']) == 0
+    assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL', '--force']) == 0
     assert list(torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS))[0] == 'fc.weight'
 
 
 def test_missing_output_directory(tmp_path):
     with pytest.raises(C.CheckpointError, match='does not exist'):
-        C.convert(MMCV, tmp_path / 'no' / 'out.pth', to='mmengine')
+        C.convert(MMCV, tmp_path / 'no' / 'out.pth', to='mmengine', source_priority='NORMAL')
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
@@ -281,7 +281,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, 'save', failing_save)
     with pytest.raises(OSError, match='disk full'):
-        C.convert(MMCV, out, to='mmengine', force=True)
+        C.convert(MMCV, out, to='mmengine', source_priority='NORMAL', force=True)
     assert out.read_bytes() == b'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pth']
 
@@ -362,7 +362,7 @@ def test_output_gets_the_usual_file_mode(tmp_path):
     out = tmp_path / 'out.pth'
     old = os.umask(0o022)
     try:
-        C.export_ema(MMCV, out)
+        C.export_ema(MMCV, out, priority='NORMAL')
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644

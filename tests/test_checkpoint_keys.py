@@ -1,4 +1,5 @@
-"""Undoing mmcv/mmdet's ``'ema_' + name.replace('.', '_')`` buffer names (UPSTREAM_NOTES 7)."""
+"""Undoing mmcv/mmdet's ``'ema_' + name.replace('.', '_')`` buffer names (docs/upstream-quirks.md
+quirks 7)."""
 from __future__ import annotations
 
 import pytest

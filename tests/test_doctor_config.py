@@ -17,8 +17,9 @@ def test_python_config_is_parsed_not_executed(tmp_path):
     assert not marker.exists()
     assert loaded['resume_from'] == 'work_dirs/latest.pth'
     assert loaded['custom_hooks'][0]['type'] == 'ExpMomentumEMAHook'
-    # runner-level resume_from without the hook's own resume_from loses the EMA history (B.6)
-    assert any(f.ref.startswith('B.6') and f.severity == 'warning' for f in diagnose(loaded)), \
+    # runner-level resume_from without the hook's own resume_from loses the EMA history
+    # (docs/runner-behaviour.md#resume-matrix)
+    assert any(f.ref.startswith('resume-matrix') and f.severity == 'warning' for f in diagnose(loaded)), \
         diagnose(loaded)
     assert cli_main(['doctor', str(cfg)]) == 1
     assert not marker.exists()

@@ -142,7 +142,7 @@ def test_golden_data_shows_the_quirks_it_claims():
     assert not torch.equal(last['model.fc.weight'], last['model.ema_fc_weight'])  # never swapped
     t, _ = load_case('mmengine_ema_begin_iter')
     steps = [int(s['ema.steps']) for s in t.snapshots if 'ema.steps' in s]
-    assert steps[-1] == 7 - 3 + 1  # N - begin_iter + 1 (RUNNER_SPEC C.9)
+    assert steps[-1] == 7 - 3 + 1  # N - begin_iter + 1 (docs/runner-behaviour.md#mmengine-emahook)
     t, _ = load_case('mmengine_ema_begin_iter_interval2')  # begin_iter=4, interval=2
     ema = {int(re.search(r'iter=(\d+)', lab).group(1)): s['ema.module.fc.bias'].clone()
            for lab, s in zip(t.labels, t.snapshots) if 'after_train_iter' in lab}

@@ -1,6 +1,7 @@
-"""RUNNER_SPEC Part D (mmcv 1.6 runners) checklist against the harness fakes.
+"""docs/runner-behaviour.md#fake-runner-checklist (mmcv 1.6 runners) checklist against the harness
+fakes.
 
-Expected values are RUNNER_SPEC's verified numbers (counters, orders, meta),
+Expected values are the real runners' numbers (docs/runner-behaviour.md) (counters, orders, meta),
 not outputs of the code under test.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _rows(result, method, rec='lo'):
     return [(e.iter, e.epoch, e.inner) for e in result.trace.where(method, rec)]
 
 
-def test_epoch_runner_counters_match_runner_spec_a2(tmp_path):
+def test_epoch_runner_counters_a2(tmp_path):
     r = run_scenario('mmcv', 'epoch', max_epochs=2, workflow=[('train', 1), ('val', 1)],
                      work_dir=str(tmp_path), hooks=EXP49)
     assert _rows(r, 'before_run') == [(0, 0, 0)]
@@ -224,7 +225,8 @@ def test_train_detector_order_runner_resume_before_run_warns(tmp_path):
         r = run_scenario('mmcv', 'epoch', max_epochs=2, work_dir=str(tmp_path / 'b'), hooks=EXP49,
                          resume=dict(how='runner', checkpoint=str(tmp_path / 'a' / 'epoch_1.pth')))
     lo = r.trace.where('before_run', 'lo')[0]
-    assert lo.w == lo.ema_w   # B.6: buffers re-cloned from the loaded (EMA) weights
+    # docs/runner-behaviour.md#resume-matrix: buffers re-cloned from the loaded (EMA) weights
+    assert lo.w == lo.ema_w
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -1,6 +1,8 @@
-"""RUNNER_SPEC Part D (mmengine 0.10.7 Runner) checklist against the harness fake.
+"""docs/runner-behaviour.md#fake-runner-checklist (mmengine 0.10.7 Runner) checklist against the
+harness fake.
 
-Expected values are RUNNER_SPEC's verified facts, not outputs of the code under test.
+Expected values are the real runner's facts (docs/runner-behaviour.md), not outputs of the code
+under test.
 """
 from __future__ import annotations
 

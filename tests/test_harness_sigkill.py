@@ -6,7 +6,7 @@ process resumes from what is on disk. The result must equal the uninterrupted
 run bit for bit where upstream's semantics allow it (mmdet hook at priority 49
 resumed through the hook's ``resume_from``; mmengine ``resume=True``), and show
 the documented difference where they do not (runner-level ``resume_from``
-alone, RUNNER_SPEC B.6: the ``ema_*`` keys are dropped and the EMA restarts
+alone, docs/runner-behaviour.md#resume-matrix: the ``ema_*`` keys are dropped and the EMA restarts
 from the loaded weights, which are the EMA weights at priority 49).
 """
 from __future__ import annotations
@@ -91,7 +91,8 @@ def test_sigkill_mid_training_then_resume_in_a_fresh_process(tmp_path):
     engine_start = [r for r in got['engine_trace'] if r[0] == 'hi' and r[1] == 'before_train'][0]
     assert engine_start[3] == 2   # resumed at iter 2, exactly as saved
 
-    # documented difference (RUNNER_SPEC B.6, priority 49 + runner-level resume only):
+    # documented difference (docs/runner-behaviour.md#resume-matrix, priority 49 + runner-level
+    # resume only):
     # at before_run the ema_* buffers are clones of the loaded weights, i.e. the EMA
     saved = torch.load(mmcv_dir / 'epoch_1.pth')['state_dict']
     lo_start = [r for r in got['runner_trace'] if r[0] == 'lo' and r[1] == 'before_run'][0]

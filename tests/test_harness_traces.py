@@ -32,10 +32,11 @@ def _quiet():
     logging.disable(logging.NOTSET)
 
 
-def test_every_runner_spec_scenario_is_recorded():
+def test_every_scenario_is_recorded():
     names = {p.stem for p in FILES}
     assert len(names) >= 45
-    # RUNNER_SPEC's tables: workflows, priorities, resume paths, intervals, buffers, begin, val, test
+    # the tables of docs/runner-behaviour.md: workflows, priorities, resume paths, intervals,
+    # buffers, begin, val, test
     for needed in ('mmcv_epoch_train_p49', 'mmdet_epoch_train2val_p49', 'mmdet_epoch_valtrain_p49',
                    'mmdet_epoch_skip0_normal', 'mmdet_epoch_skip1_p49', 'mmcv_epoch_interval3',
                    'mmdet_epoch_ckpt_interval3', 'mmdet_epoch_resume_hook_p49',
@@ -48,20 +49,24 @@ def test_every_runner_spec_scenario_is_recorded():
 
 
 def test_recorded_traces_show_upstream_facts():
-    """Sanity of the recordings themselves against RUNNER_SPEC (not against the harness)."""
+    """Sanity of the recordings themselves against docs/runner-behaviour.md (not against the
+    harness)."""
     rec = json.loads((TRACES / 'mmcv_iter_train_normal.json').read_text())['phases']['full']
     methods = {row[1] for row in rec['trace']}
-    assert 'before_epoch' in methods and 'before_train_epoch' not in methods   # A.4
+    # docs/runner-behaviour.md#mmcv-iter-runner
+    assert 'before_epoch' in methods and 'before_train_epoch' not in methods
     lo_iters = [(r[3], r[4]) for r in rec['trace'] if r[0] == 'lo' and r[1] == 'before_train_iter']
     assert lo_iters[3] == (3, 0) and lo_iters[4] == (4, 1)                     # epoch lags by one
-    assert rec['checkpoints']['iter_2.pth']['meta'] == {'epoch': 1, 'iter': 1}  # A.7: completed-1
+    # docs/runner-behaviour.md#mmcv-checkpoint: completed-1
+    assert rec['checkpoints']['iter_2.pth']['meta'] == {'epoch': 1, 'iter': 1}
     rec = json.loads((TRACES / 'mmcv_epoch_trainval_normal.json').read_text())['phases']['full']
     assert [h[0] for h in rec['hooks']][1:4] == ['OptimizerHook', 'CheckpointHook', 'EMAHook']
     assert rec['checkpoints']['epoch_2.pth']['meta'] == {'epoch': 2, 'iter': 6, 'last_ckpt': 'epoch_1.pth'}
     sd = list(rec['checkpoints']['epoch_1.pth']['state_dict'])
     assert sd[:4] == ['ema_fc_weight', 'ema_fc_bias', 'ema_bn_weight', 'ema_bn_bias']
     rec = json.loads((TRACES / 'mmdet_iter_resume_hook.json').read_text())['phases']['resumed']
-    assert rec['error'] == 'AssertionError: Torch not compiled with CUDA enabled'      # A.8
+    # docs/runner-behaviour.md#mmcv-resume
+    assert rec['error'] == 'AssertionError: Torch not compiled with CUDA enabled'
 
 
 def _recorded_torch() -> str:

@@ -1,5 +1,6 @@
 """compat_ema.legacy: legacy (mmcv 1.6 / mmdet 2.28) EMA numerics as mmengine averaged models,
-checked against independent float64 formulas (RUNNER_SPEC A.11, B.2-B.4; UPSTREAM_NOTES 1-3, 9)."""
+checked against independent float64 formulas (docs/runner-behaviour.md#mmcv-emahook,
+#mmdet-before-run, #mmdet-update, #mmdet-swap; docs/upstream-quirks.md quirks 1-3, 9)."""
 from __future__ import annotations
 
 import math

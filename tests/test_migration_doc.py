@@ -1,4 +1,5 @@
-"""Every ```python block of MIGRATION.md and README.md runs (default env).
+"""Every ```python block of MIGRATION.md, README.md and docs/ runs (default env), and every
+```bash block marked ``<!-- shell -->``.
 
 Blocks run in document order, in one namespace per document (so a block can
 use names an earlier block defined), in a scratch directory holding
@@ -23,7 +24,11 @@ from typing import List, NamedTuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ('MIGRATION.md', 'README.md')
+#: the documents whose code blocks run: MIGRATION.md, README.md and every docs/ page with code
+DOCS = ('MIGRATION.md', 'README.md') + tuple(
+    str(p.relative_to(ROOT)) for p in sorted((ROOT / 'docs').glob('*.md'))
+    if re.search(r'```python|<!-- shell -->', p.read_text(encoding='utf-8')))
+_SHELL = re.compile(r'^<!--\s*shell\s*-->\s*\n```bash\n(.*?)^```', re.S | re.M)
 _FENCE = re.compile(r'^```python[^\n]*\n(.*?)^```', re.S | re.M)
 _REAL = re.compile(r'^\s*(?:from|import)\s+(?:mmcv|mmengine|mmdet)\b', re.M)
 
@@ -154,11 +159,42 @@ def run_blocks(blocks: List[Block], directory: Path) -> None:
 def test_doc_python_blocks_run(doc, scratch, capsys):
     blocks = [b for b in python_blocks(doc)
               if not b.needs_oracle and not b.tested_by and b.comment not in PRELUDES]
+    if doc not in ('MIGRATION.md', 'README.md') and not blocks:
+        return  # a docs/ page whose code runs elsewhere (its shell blocks, a marker test)
     assert blocks, f'{doc} has no python block this test can run'
-    directory = scratch / doc.replace('.', '_')
+    directory = scratch / doc.replace('/', '_').replace('.', '_')
     directory.mkdir()
     os.link(scratch / 'epoch_12.pth', directory / 'epoch_12.pth')
     run_blocks(blocks, directory)
+
+
+def shell_blocks(doc: str) -> List[Block]:
+    """The ```bash blocks of ``doc`` preceded by ``<!-- shell -->``: run as written."""
+    text = (ROOT / doc).read_text(encoding='utf-8')
+    return [Block(doc, text.count('\n', 0, m.start()) + 2, m.group(1), '', 'shell')
+            for m in _SHELL.finditer(text)]
+
+
+def test_readme_has_shell_blocks():
+    assert len(shell_blocks('README.md')) >= 2
+
+
+@pytest.mark.parametrize('doc', DOCS)
+def test_doc_shell_blocks_run(doc, scratch):
+    """Each marked shell block, with bash -e, in a scratch directory holding epoch_12.pth, with
+    this interpreter's ``compat-ema`` first on PATH. Its commands must exit 0."""
+    import subprocess
+    import sys
+    bin_dir = os.path.dirname(sys.executable)
+    for b in shell_blocks(doc):
+        directory = scratch / f'{doc.replace("/", "_").replace(".", "_")}_sh{b.line}'
+        directory.mkdir()
+        os.link(scratch / 'epoch_12.pth', directory / 'epoch_12.pth')
+        env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get('PATH', ''))
+        proc = subprocess.run(['bash', '-e', '-c', b.code], cwd=directory, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (f'the shell block at {b.where} fails '
+                                      f'(exit {proc.returncode}):\n{proc.stderr[-3000:]}')
 
 
 @pytest.mark.parametrize('doc', DOCS)

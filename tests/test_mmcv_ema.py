@@ -1,4 +1,5 @@
-"""mmcv 1.6 EMAHook quirks, checked against independent float64 formulas (UPSTREAM_NOTES 1-7)."""
+"""mmcv 1.6 EMAHook quirks, checked against independent float64 formulas (docs/upstream-quirks.md
+quirks 1-7)."""
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
-"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (UPSTREAM_NOTES 2-3, 6-9)."""
+"""mmdet 2.28 EMA hooks' quirks, against independent float64 formulas (docs/upstream-quirks.md
+quirks 2-3, 6-9)."""
 from __future__ import annotations
 
 import math
@@ -103,7 +104,7 @@ def test_integer_buffers_swapped_but_never_averaged():
     assert int(model.bn.num_batches_tracked) == 3
     assert int(model.ema_bn_num_batches_tracked) == 0   # never averaged
     hook.after_train_epoch(runner)
-    # RUNNER_SPEC B.4: (model nbt, ema nbt) == (0, 3) after the epoch-end swap
+    # docs/runner-behaviour.md#mmdet-swap: (model nbt, ema nbt) == (0, 3) after the epoch-end swap
     assert (int(model.bn.num_batches_tracked), int(model.ema_bn_num_batches_tracked)) == (0, 3)
     hook.before_train_epoch(runner)
     assert (int(model.bn.num_batches_tracked), int(model.ema_bn_num_batches_tracked)) == (3, 0)

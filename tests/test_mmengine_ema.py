@@ -1,5 +1,5 @@
 """mmengine 0.10.7 EMAHook and averaged models: quirks against float64 formulas
-(UPSTREAM_NOTES 3, 11-16; RUNNER_SPEC C.9)."""
+(docs/upstream-quirks.md quirks 3, 11-16; docs/runner-behaviour.md#mmengine-emahook)."""
 from __future__ import annotations
 
 import copy
@@ -281,7 +281,8 @@ def test_update_buffers_swap_includes_buffers():
     model, runner, hook = _trained_hook(update_buffers=True)
     model.bn.num_batches_tracked.fill_(6)
     hook.before_val_epoch(runner)
-    # RUNNER_SPEC C.9: during val the model shows the frozen EMA count (the first copy: 0 here)
+    # docs/runner-behaviour.md#mmengine-emahook: during val the model shows the frozen EMA count
+    # (the first copy: 0 here)
     assert int(model.bn.num_batches_tracked) == 0
     assert int(hook.ema_model.module.bn.num_batches_tracked) == 6
     hook.after_val_epoch(runner)

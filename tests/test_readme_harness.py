@@ -1,4 +1,4 @@
-"""README "Testing EMA setups without OpenMMLab": the example block runs as written."""
+"""docs/hooks.md "Testing EMA setups without OpenMMLab": the example block runs as written."""
 from __future__ import annotations
 
 import re
@@ -6,19 +6,19 @@ from pathlib import Path
 
 import torch
 
-README = Path(__file__).resolve().parents[1] / 'README.md'
+README = Path(__file__).resolve().parents[1] / 'docs' / 'hooks.md'
 
 
 def test_readme_harness_example_runs(tmp_path, monkeypatch, capsys):
     m = re.search(r'<!-- harness-example -->\s*```python\n(.*?)```', README.read_text(encoding='utf-8'),
                   re.S)
-    assert m, 'README.md lost its <!-- harness-example --> python block'
+    assert m, 'docs/hooks.md lost its <!-- harness-example --> python block'
     code = m.group(1)
     assert len(code.strip().splitlines()) <= 12
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv('TMPDIR', str(tmp_path))
     namespace: dict = {}
-    exec(compile(code, 'README.md', 'exec'), namespace)
+    exec(compile(code, 'docs/hooks.md', 'exec'), namespace)
     out = capsys.readouterr().out
     assert "('OptimizerHook', 40), ('ExpMomentumEMAHook', 49), ('CheckpointHook', 50)" in out
     assert "method='after_train_epoch'" in out and 'iter=3, epoch=0' in out

@@ -1,5 +1,5 @@
-"""README "Plain PyTorch loop": both blocks run as written, and their EMA is checked against an
-independent float64 recomputation of mmdet 2.x ExpMomentumEMAHook's formula."""
+"""docs/hooks.md "Plain PyTorch loop": both blocks run as written, and their EMA is checked
+against an independent float64 recomputation of mmdet 2.x ExpMomentumEMAHook's formula."""
 from __future__ import annotations
 
 import math
@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-README = Path(__file__).resolve().parents[1] / 'README.md'
+README = Path(__file__).resolve().parents[1] / 'docs' / 'hooks.md'
 
 
 def block(marker: str) -> str:
     m = re.search(rf'<!-- {marker} -->\s*```python\n(.*?)```', README.read_text(encoding='utf-8'),
                   re.S)
-    assert m, f'README.md lost its <!-- {marker} --> python block'
+    assert m, f'docs/hooks.md lost its <!-- {marker} --> python block'
     return m.group(1)
 
 
@@ -39,7 +39,7 @@ def _reference_trajectory():
 
 def test_plain_pytorch_blocks_run_and_match_float64():
     ns: dict = {}
-    exec(compile(block('plain-pytorch-example'), 'README:plain-pytorch-example', 'exec'), ns)
+    exec(compile(block('plain-pytorch-example'), 'docs/hooks.md:plain-pytorch-example', 'exec'), ns)
     init, states = _reference_trajectory()
     model, hook = ns['model'], ns['hook']
     final = model.state_dict()
@@ -54,7 +54,8 @@ def test_plain_pytorch_blocks_run_and_match_float64():
     assert int(final['1.num_batches_tracked']) == 0  # integer entries swapped, never averaged
     assert hook.momentum == 0.0001
 
-    exec(compile(block('plain-pytorch-mmengine'), 'README:plain-pytorch-mmengine', 'exec'), ns)
+    exec(compile(block('plain-pytorch-mmengine'), 'docs/hooks.md:plain-pytorch-mmengine', 'exec'),
+         ns)
     ema_model = ns['hook'].ema_model
     with torch.no_grad():
         ema_model.module.eval()

@@ -10,7 +10,6 @@
 
 No OpenMMLab package is imported.
 """
-from .atomic import atomic_save
 from .convert import Result, convert, read
 from .errors import CheckpointError, UnsafeCheckpointError
 from .export import export_ema
@@ -18,6 +17,7 @@ from .formats import EMACheckpoint, parse
 from .keys import ema_name, match_ema_keys
 from .report import Report, inspect
 from .safe_load import Opaque, detect_serialization, load
+from .writers import atomic_save
 
 __all__ = ['load', 'inspect', 'convert', 'export_ema', 'read', 'parse', 'Report', 'Result',
            'EMACheckpoint', 'CheckpointError', 'UnsafeCheckpointError', 'Opaque',

@@ -1,6 +1,6 @@
 """Read the three OpenMMLab EMA checkpoint layouts into one neutral form.
 
-Layouts (RUNNER_SPEC A.7, A.11, B.5, C.6, C.9):
+Layouts (docs/runner-behaviour.md#mmcv-checkpoint, docs/runner-behaviour.md#mmcv-emahook, docs/runner-behaviour.md#mmdet-checkpoint, docs/runner-behaviour.md#mmengine-checkpoint, docs/runner-behaviour.md#mmengine-emahook):
 
 * mmcv 1.x ``EMAHook`` / mmdet 2.x ``BaseEMAHook``: ``{'meta', 'state_dict',
   'optimizer'}``; ``state_dict`` holds the model keys plus one ``ema_*`` buffer
@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .errors import CheckpointError
+from .aliases import alias_groups
 from .keys import match_ema_keys
 
 __all__ = ['EMACheckpoint', 'parse', 'COMPAT_KEY', 'BUFFER_SUFFIXES', 'swapped_by_priority']
@@ -75,6 +76,14 @@ class EMACheckpoint:
     param_keys: Optional[List[str]] = None
     evidence: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: what makes a conversion of this file inexact (``--strict`` refuses them)
+    warnings: List[str] = field(default_factory=list)
+    #: tied weights: alias key -> the key the hooks track (see :mod:`.aliases`)
+    aliases: Dict[str, str] = field(default_factory=dict)
+    #: set when nothing decides which side holds the EMA (only with ``unknown_side_ok``)
+    side_unknown: Optional[str] = None
+    #: a bare state dict (no meta epoch/iter): weights, not a runner checkpoint
+    bare: bool = False
 
     @property
     def model_keys(self) -> List[str]:
@@ -130,9 +139,11 @@ def detect_generation(ckpt: dict) -> Tuple[str, List[str]]:
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'the file holds a {type(ckpt).__name__}, not a checkpoint dict')
     if 'state_dict' not in ckpt:
+        if ckpt and all(isinstance(k, str) and _is_tensor(v) for k, v in ckpt.items()):
+            return 'legacy', ['a bare state dict (a flat {key: tensor} dict)']
         keys = list(ckpt)[:8]
-        raise CheckpointError(f"no 'state_dict' entry (top-level keys: {keys}); a plain "
-                              'weights file is not an EMA checkpoint')
+        raise CheckpointError(f"no 'state_dict' entry and not a flat dict of tensors (top-level "
+                              f'keys: {keys}): not a checkpoint this tool knows')
     meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
     ev = []
     if 'ema_state_dict' in ckpt:
@@ -172,7 +183,8 @@ def _written_as(meta: dict) -> dict:
 
 
 def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str],
-                     filename: Optional[str] = None) -> bool:
+                     filename: Optional[str] = None, warnings: Optional[List[str]] = None,
+                     bare: bool = False) -> Optional[bool]:
     if explicit is not None:
         ev.append(f'runner: {"epoch" if explicit else "iter"}-based (given)')
         return explicit
@@ -206,60 +218,73 @@ def _legacy_by_epoch(meta: dict, explicit: Optional[bool], ev: List[str],
     if 'EpochBasedRunner' in cfg:
         ev.append("runner: EpochBasedRunner (named in meta.config)")
         return True
-    ev.append('runner: assumed EpochBasedRunner (no evidence in the file; pass by_epoch / '
-              '--iter-based otherwise)')
+    if bare:
+        ev.append('runner: unknown (a state dict holds no runner state)')
+        return None
+    msg = ('runner kind ASSUMED EpochBasedRunner (no evidence in the file): if it was '
+           'IterBasedRunner, the counters and the EMA side are wrong; pass --iter-based or '
+           '--epoch-based')
+    ev.append('runner: ' + msg)
+    if warnings is not None:
+        warnings.append(msg)
     return True
 
 
-_PRIORITY_RE = re.compile(r"type=['\"](\w*EMAHook)['\"][^}\)]*?priority=['\"]?(\w+)")
+NOT_A_RUNNER_CHECKPOINT = ('a state dict, not a runner checkpoint (no meta epoch/iter): no runner '
+                           'can resume it, so there is nothing to convert; export-ema reads it, '
+                           'and load_from / load_checkpoint load it as weights')
 
 
-def _legacy_swapped(sd, pairs, meta, by_epoch, explicit_priority, ev) -> bool:
-    if not by_epoch:
-        ev.append('EMA side: ema_* buffers (IterBasedRunner never swaps, RUNNER_SPEC A.11)')
-        if explicit_priority is not None:
-            ev.append('  (the given priority does not matter under IterBasedRunner)')
-        return False
-    if explicit_priority is not None:
-        swapped = swapped_by_priority(explicit_priority)
-        ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} (given hook '
-                  f'priority {explicit_priority!r} {"<" if swapped else ">="} CheckpointHook 50)')
-        return swapped
-    if _written_as(meta).get('ema_in_params') is not None:
-        swapped = _written_as(meta)['ema_in_params']
-        ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} '
-                  f'(meta.{COMPAT_KEY}: compat_ema wrote it so)')
-        return swapped
-    # integer entries are never averaged, only swapped (mmdet, skip_buffers=False): the side
-    # holding the larger num_batches_tracked is the live (raw) model (RUNNER_SPEC B.5)
-    for m, e in pairs.items():
-        a, b = sd[m], sd[e]
-        if not a.is_floating_point() and a.numel() == 1 and int(a) != int(b):
-            swapped = int(a) < int(b)
-            ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} ({m} = {int(a)} '
-                      f'vs {e} = {int(b)}: the stale integer copy is the EMA side, '
-                      'RUNNER_SPEC B.5)')
-            return swapped
-    m = _PRIORITY_RE.search(_config_text(meta))
-    if m:
-        swapped = swapped_by_priority(m.group(2))
-        ev.append(f'EMA side: {"parameters" if swapped else "ema_* buffers"} (meta.config: '
-                  f'{m.group(1)} priority={m.group(2)})')
-        return swapped
-    ev.append('EMA side: ema_* buffers, ASSUMED (default custom-hook priority NORMAL runs after '
-              'CheckpointHook); pass priority=49 / --source-priority 49 if the hook ran before it')
-    return False
+def _tie(sd, model, pairs, swapped, raw, ema, ev) -> Dict[str, str]:
+    """Tied weights (one storage under several model keys): every name gets the tracked key's
+    raw and EMA values. Returns alias -> tracked key."""
+    aliases: Dict[str, str] = {}
+    for group in alias_groups(OrderedDict((k, sd[k]) for k in model)):
+        tracked = [k for k in group if k in pairs]
+        if not tracked:
+            continue
+        primary = tracked[0]
+        if len(tracked) > 1:   # mmdet skip_buffers=False: one ema_* buffer per name
+            bad = [k for k in tracked[1:] if not (torch.equal(raw[k], raw[primary])
+                                                  and torch.equal(ema[k], ema[primary]))]
+            if bad:
+                raise CheckpointError(
+                    f'tied weights {group}: their ema_* buffers disagree ({pairs[primary]} vs '
+                    f'{pairs[bad[0]]}): mmdet skip_buffers=False swaps a tied tensor once per '
+                    'name, so after an epoch-end swap one buffer holds the raw weights and the '
+                    'other the EMA; no layout can be resumed exactly from this file')
+        for k in group:
+            if k != primary:
+                raw[k], ema[k] = raw[primary], ema[primary]
+                aliases[k] = primary
+        ev.append(f'tied weights: {group} are one tensor in the file; the hook tracked it as '
+                  f'{primary!r} ({pairs[primary]}), the EMA applies to every name')
+    return aliases
 
 
-def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename) -> EMACheckpoint:
-    sd = _tensor_dict(ckpt['state_dict'], 'state_dict')
+def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename,
+                  need_counters=True, unknown_side_ok=False) -> EMACheckpoint:
+    from .side import UNKNOWN_SIDE_HELP, decide_side
+    bare = 'state_dict' not in ckpt or 'epoch' not in meta or 'iter' not in meta
+    if bare and need_counters:
+        raise CheckpointError(NOT_A_RUNNER_CHECKPOINT)
+    sd = _tensor_dict(ckpt['state_dict'] if 'state_dict' in ckpt else ckpt, 'state_dict')
     model, pairs = match_ema_keys(list(sd), model_keys)
     for m, e in pairs.items():
         _check_pair(sd[m], sd[e], m, e)
-    if 'epoch' not in meta or 'iter' not in meta:
-        raise CheckpointError("meta lacks 'epoch'/'iter' (mmcv save_checkpoint always writes both)")
-    by_epoch = _legacy_by_epoch(meta, by_epoch, ev, filename)
-    swapped = _legacy_swapped(sd, pairs, meta, by_epoch, priority, ev) if pairs else None
+    warnings: List[str] = []
+    by_epoch = _legacy_by_epoch(meta, by_epoch, ev, filename, warnings, bare)
+    swapped = None
+    side_unknown = None
+    if pairs:
+        swapped = decide_side(sd, pairs, meta, by_epoch, priority, _config_text(meta),
+                              _written_as(meta), ev)
+        if swapped is None:
+            side_unknown = ('cannot tell which side of this mmcv-layout checkpoint holds the '
+                            'EMA; ' + UNKNOWN_SIDE_HELP)
+            if not unknown_side_ok:
+                raise CheckpointError(side_unknown)
+            ev.append('EMA side: UNKNOWN (nothing in the file decides it)')
     raw: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     ema: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for k in model:
@@ -268,6 +293,7 @@ def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename) -> E
             raw[k], ema[k] = (b, a) if swapped else (a, b)
         else:
             raw[k] = sd[k]
+    aliases = _tie(sd, model, pairs, swapped, raw, ema, ev) if pairs else {}
     tracked_buffers = [k for k in pairs if k.rsplit('.', 1)[-1] in BUFFER_SUFFIXES
                        or not sd[k].is_floating_point()]
     gen = 'mmdet' if tracked_buffers else 'mmcv'
@@ -280,29 +306,37 @@ def _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename) -> E
     elif pairs:
         ev.append('parameters only: mmcv EMAHook (or mmdet with skip_buffers=True)')
     notes = []
-    if pairs and not by_epoch and (priority is None or not swapped_by_priority(priority)):
+    if pairs and by_epoch is False and (priority is None or not swapped_by_priority(priority)):
         notes.append('IterBasedRunner: an EMA hook at priority >= 50 (NORMAL) updates after '
                      'CheckpointHook has saved, so the EMA here may be one update behind the raw '
                      'weights (the saving iteration\'s update is missing; nothing can recreate '
                      'it). Pass priority 49 if the hook ran before CheckpointHook')
-    iters = meta['iter'] if by_epoch else meta['iter'] + 1
-    epochs = meta['epoch'] if by_epoch else 0
+    if bare:
+        iters = epochs = 0
+    else:
+        iters = meta['iter'] if by_epoch else meta['iter'] + 1
+        epochs = meta['epoch'] if by_epoch else 0
     params = None
     if pairs and not tracked_buffers:
         params = list(pairs)
-    extras = {k: v for k, v in ckpt.items() if k not in ('meta', 'state_dict', 'optimizer')}
+    extras = {k: v for k, v in ckpt.items() if k not in ('meta', 'state_dict', 'optimizer')} \
+        if 'state_dict' in ckpt else {}
     return EMACheckpoint(
-        generation=gen, raw=raw, ema=ema if pairs else None, meta=meta, by_epoch=by_epoch,
-        iters_done=iters, epochs_done=epochs, optimizer=ckpt.get('optimizer'),
-        has_optimizer='optimizer' in ckpt, extras=extras, top_order=list(ckpt),
+        generation=gen, raw=raw, ema=ema if pairs else None, meta=meta,
+        by_epoch=bool(by_epoch), iters_done=iters, epochs_done=epochs,
+        optimizer=ckpt.get('optimizer') if 'state_dict' in ckpt else None,
+        has_optimizer='optimizer' in ckpt and 'state_dict' in ckpt, extras=extras,
+        top_order=list(ckpt) if 'state_dict' in ckpt else ['state_dict'],
         state_dict_order=list(sd), ema_keys=dict(pairs), ema_in_params=swapped,
-        param_keys=params, evidence=ev, notes=notes)
+        param_keys=params, evidence=ev, notes=notes, warnings=warnings, aliases=aliases,
+        side_unknown=side_unknown, bare=bare)
 
 
 def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
     sd = _tensor_dict(ckpt['state_dict'], 'state_dict')
     if 'epoch' not in meta or 'iter' not in meta:
-        raise CheckpointError("meta lacks 'epoch'/'iter' (mmengine save_checkpoint writes both)")
+        raise CheckpointError("meta lacks 'epoch'/'iter' (mmengine save_checkpoint writes both): "
+                              + NOT_A_RUNNER_CHECKPOINT)
     cfg = _config_text(meta)
     if meta['epoch'] == 0 and meta['iter'] > 0:
         by_epoch = False
@@ -344,22 +378,34 @@ def _parse_mmengine(ckpt, meta, ev) -> EMACheckpoint:
             raw[k] = esd_t['module.' + k]
         ema = OrderedDict(sd)
         ev.append(f'EMA side: state_dict (EMA) / ema_state_dict (raw), steps = {steps} '
-                  '(mmengine EMAHook.before_save_checkpoint swap, RUNNER_SPEC C.9)')
+                  '(mmengine EMAHook.before_save_checkpoint swap, '
+                  'docs/runner-behaviour.md#mmengine-emahook)')
     else:
         raw = OrderedDict(sd)
         ev.append('no ema_state_dict: no EMA state (trained without EMAHook, or the weights '
                   'loaded with load_from); state_dict holds the model weights')
+    aliases: Dict[str, str] = {}
+    for group in alias_groups(sd):   # tied weights: mmengine's deep-copied EMA model keeps ties
+        primary = group[0]
+        bad = [k for k in group[1:] if not torch.equal(raw[k], raw[primary])]
+        if bad:
+            raise CheckpointError(f'tied weights {group} share one tensor in state_dict but '
+                                  f'differ in ema_state_dict ({bad[0]!r}): not a file mmengine '
+                                  'wrote')
+        aliases.update((k, primary) for k in group[1:])
+        ev.append(f'tied weights: {group} are one tensor in the file (tracked as {primary!r})')
     extras = {k: v for k, v in ckpt.items()
               if k not in ('meta', 'state_dict', 'optimizer', 'ema_state_dict')}
     return EMACheckpoint(
         generation='mmengine', raw=raw, ema=ema, meta=meta, by_epoch=by_epoch,
         iters_done=meta['iter'], epochs_done=meta['epoch'], steps=steps,
         optimizer=ckpt.get('optimizer'), has_optimizer='optimizer' in ckpt, extras=extras,
-        top_order=list(ckpt), state_dict_order=list(sd), evidence=ev)
+        top_order=list(ckpt), state_dict_order=list(sd), evidence=ev, aliases=aliases)
 
 
 def parse(ckpt: Any, model_keys: Optional[Sequence[str]] = None, priority=None,
-          by_epoch: Optional[bool] = None, filename: Optional[str] = None) -> EMACheckpoint:
+          by_epoch: Optional[bool] = None, filename: Optional[str] = None,
+          need_counters: bool = True, unknown_side_ok: bool = False) -> EMACheckpoint:
     """Read a loaded checkpoint dict of any generation into an :class:`EMACheckpoint`.
 
     ``model_keys``: the model's ``state_dict()`` keys (legacy files; otherwise
@@ -368,9 +414,16 @@ def parse(ckpt: Any, model_keys: Optional[Sequence[str]] = None, priority=None,
     runner kind, when the file cannot tell. ``filename``: the file's base name
     (mmcv's ``iter_N.pth`` / ``epoch_N.pth`` is evidence of the runner kind when
     it agrees with meta).
+
+    ``need_counters=False`` accepts a bare state dict (weights with no meta
+    epoch/iter; what ``export-ema`` reads); otherwise it is refused as "a
+    state dict, not a runner checkpoint". A legacy file whose EMA side nothing
+    decides (:mod:`.side`) is refused naming ``--source-priority``, unless
+    ``unknown_side_ok`` (``inspect``), which marks it in ``side_unknown``.
     """
     gen, ev = detect_generation(ckpt)
-    meta = _meta(ckpt)
+    meta = _meta(ckpt) if 'state_dict' in ckpt else {}
     if gen == 'mmengine':
         return _parse_mmengine(ckpt, meta, ev)
-    return _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename)
+    return _parse_legacy(ckpt, meta, model_keys, priority, by_epoch, ev, filename,
+                         need_counters, unknown_side_ok)

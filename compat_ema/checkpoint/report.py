@@ -17,7 +17,7 @@ from .errors import CheckpointError
 from .formats import COMPAT_KEY, parse
 from .safe_load import detect_serialization, load, opaque_objects
 
-__all__ = ['Report', 'inspect']
+__all__ = ['Report', 'inspect', 'verdicts']
 
 _SERIALIZATION = {'zip': 'zip (torch >= 1.6 default)',
                   'legacy': 'legacy non-zip pickle stream (torch < 1.6 or '
@@ -47,6 +47,11 @@ class Report:
     suspicious: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: tied weights: alias key -> the key the hook tracks
+    aliases: Dict[str, str] = field(default_factory=dict)
+    #: what ``convert --to T`` / ``export-ema`` would do with this file and the same options:
+    #: ``{'convert mmengine': {'verdict': 'exact'|'warning'|'refused', 'reasons': [...]}, ...}``
+    verdicts: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def safe(self) -> bool:
@@ -73,6 +78,7 @@ class Report:
                        f'{self.iters_done} iterations completed)')
         if self.ema_side:
             out.append(f'EMA weights: {self.ema_side}')
+        out += [f'tied: {a} is {p}' for a, p in self.aliases.items()]
         if self.steps is not None:
             out.append(f'steps: {self.steps}')
         if self.ema_keys:
@@ -87,6 +93,13 @@ class Report:
         for p in self.problems:
             out.append(f'PROBLEM: {p}')
         out += [f'note: {n}' for n in self.notes]
+        groups: Dict[str, List[str]] = {}   # one line per distinct verdict
+        for what, v in self.verdicts.items():
+            why = f': {v["reasons"][0]}' if v['reasons'] else ''
+            more = f' (+{len(v["reasons"]) - 1} more)' if len(v['reasons']) > 1 else ''
+            groups.setdefault(f'{v["verdict"].upper()}{why}{more}', []).append(what)
+        for verdict, whats in groups.items():
+            out.append(f'{", ".join(whats)}: {verdict}')
         out.append('safe to load: ' + ('yes' if self.safe else
                                        'NO (the default load refuses it; nothing was executed)'))
         return '\n'.join(out)
@@ -140,7 +153,7 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         except Exception:  # pragma: no cover
             pass
     rep.num_bytes = sum(storages.values())
-    layout = gan.detect(ckpt, path.name)
+    layout = gan.detect(ckpt, path.resolve().name)
     if layout is not None:  # mmedit 0.x / mmagic 1.x: the EMA is a sibling sub-module
         rep.generation, rep.evidence, rep.notes = layout.family, layout.evidence, layout.notes
         rep.iters_done, rep.by_epoch = layout.iters_done, False
@@ -151,12 +164,16 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         if layout.steps:
             rep.steps = min(layout.steps.values())
         return rep
+    # mmcv's latest.pth is a link to epoch_N.pth / iter_N.pth: the target's name is evidence
+    opts = dict(model_keys=model_keys, priority=priority, by_epoch=by_epoch,
+                filename=path.resolve().name)
     try:
-        ck = parse(ckpt, model_keys=model_keys, priority=priority, by_epoch=by_epoch,
-                   filename=path.name)
+        ck = parse(ckpt, need_counters=False, unknown_side_ok=True, **opts)
     except CheckpointError as exc:
         rep.problems.append(str(exc))
         return rep
+    rep.verdicts = verdicts(ckpt, **opts)
+    rep.aliases = dict(ck.aliases)
     rep.generation = ck.generation
     rep.evidence = ck.evidence
     rep.meta_epoch, rep.meta_iter = ck.meta.get('epoch'), ck.meta.get('iter')
@@ -172,6 +189,9 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         rep.ema_keys = dict(ck.ema_keys)
         if ck.ema is None:
             rep.ema_side = 'none (no ema_* buffers)'
+        elif ck.side_unknown:
+            rep.ema_side = ('UNKNOWN (nothing in the file says whether the model keys or the '
+                            'ema_* buffers hold the EMA; pass --source-priority)')
         else:
             rep.ema_side = ('model keys (ema_* buffers hold the raw weights)' if ck.ema_in_params
                             else 'ema_* buffers (model keys hold the raw weights)')
@@ -184,4 +204,31 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
     if bad:
         rep.problems.append(f'non-finite values (NaN/Inf) in {sorted(set(bad))}')
     rep.notes += ck.notes
+    if ck.bare:
+        rep.notes.append('a state dict, not a runner checkpoint (no meta epoch/iter): '
+                         'export-ema reads it, convert refuses it')
     return rep
+
+
+def verdicts(ckpt: Any, **opts) -> Dict[str, Dict[str, Any]]:
+    """What ``convert --to T`` (each T) and ``export-ema`` would do with the loaded ``ckpt``
+    and these source options, without writing anything: ``exact`` (exit 0, no warning),
+    ``warning`` (exit 0 with warnings; ``--strict`` refuses) or ``refused`` (exit 1)."""
+    from .convert import TARGETS, build
+    from .export import export_warnings
+    out: Dict[str, Dict[str, Any]] = {}
+    for what in [f'convert --to {t}' for t in TARGETS] + ['export-ema']:
+        try:
+            ck = parse(ckpt, need_counters=what != 'export-ema', **opts)
+            if what == 'export-ema':
+                if ck.ema is None:
+                    raise CheckpointError('no EMA weights in this checkpoint')
+                warns = export_warnings(ck)
+            else:
+                build(ck, what.rsplit(' ', 1)[-1])
+                warns = ck.warnings
+        except CheckpointError as exc:
+            out[what] = {'verdict': 'refused', 'reasons': [str(exc)]}
+            continue
+        out[what] = {'verdict': 'warning' if warns else 'exact', 'reasons': list(warns)}
+    return out

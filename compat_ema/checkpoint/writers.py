@@ -13,14 +13,18 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..core.atomic import write_new
 from .errors import CheckpointError
 from .formats import BUFFER_SUFFIXES, COMPAT_KEY, EMACheckpoint, guess_param_keys, \
     swapped_by_priority
 from .keys import ema_name
 
-__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION']
+__all__ = ['to_mmengine', 'to_legacy', 'CARRY_VERSION', 'atomic_save']
 
 CARRY_VERSION = 1
+#: the one rule for a checkpoint without EMA state, whatever the direction
+NO_EMA_NOTE = ('no EMA state in the source: written without EMA state (an EMA hook that resumes '
+               'it starts its EMA from these weights, as it would from the source)')
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -85,7 +89,8 @@ def _stamp(out_meta: Dict[str, Any], rec: Dict[str, Any], model_keys, steps,
 
 
 def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
-    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout (RUNNER_SPEC C.6/C.9).
+    """The mmengine 0.10.7 ``Runner.save_checkpoint`` + ``EMAHook`` layout
+    (docs/runner-behaviour.md#mmengine-checkpoint, #mmengine-emahook).
 
     ``state_dict`` = EMA weights (raw for untracked keys, as mmengine's
     ``update_buffers=False`` copies buffers), ``ema_state_dict`` = ``steps`` +
@@ -106,9 +111,13 @@ def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
         if ck.ema is not None:
             notes.append(f'steps = {steps}: one mmengine update call per completed legacy '
                          'iteration')
+    if ck.ema is None:
+        notes.append(NO_EMA_NOTE)
     sd = OrderedDict()
     for k, v in ck.raw.items():
         sd[k] = ck.ema[k] if ck.ema is not None and k in ck.ema else v
+    for alias, primary in ck.aliases.items():   # tied weights: one tensor, as mmengine saves it
+        sd[alias] = sd[primary]
     out: "OrderedDict[str, Any]" = OrderedDict()
     out['meta'] = meta
     out['state_dict'] = sd
@@ -124,6 +133,8 @@ def to_mmengine(ck: EMACheckpoint) -> "OrderedDict[str, Any]":
         esd['steps'] = torch.tensor(steps, dtype=torch.long)
         for k, v in ck.raw.items():
             esd['module.' + k] = v
+        for alias, primary in ck.aliases.items():
+            esd['module.' + alias] = esd['module.' + primary]
         out['ema_state_dict'] = esd
     if rec is not None:
         order = [k for k in rec['top_order'] if k in out]
@@ -145,9 +156,12 @@ def _param_keys(ck: EMACheckpoint, explicit: Optional[Sequence[str]]) -> List[st
     if ck.param_keys is not None:
         ck.evidence.append('parameter keys: the tracked set of the legacy source')
         return list(ck.param_keys)
-    keys = guess_param_keys(ck.raw)
-    ck.evidence.append(f'parameter keys: GUESSED from names/dtypes (not {BUFFER_SUFFIXES}, '
-                       'floating point); pass param_keys / --param-keys to override')
+    keys = [k for k in guess_param_keys(ck.raw) if k not in ck.aliases]
+    msg = (f'parameter keys GUESSED from names and dtypes (floating point, not {BUFFER_SUFFIXES}): '
+           'a float buffer with another name would get an ema_* buffer the hook does not have; '
+           'pass --param-keys FILE (the model\'s named_parameters() names)')
+    ck.evidence.append(msg)
+    ck.warnings.append(msg)
     return keys
 
 
@@ -161,7 +175,7 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
     priority; below 50 the parameters hold the EMA (the epoch-end swap came
     first). Default for an epoch-based target: parameters hold the EMA, the one
     layout that the legacy hooks' ``resume_from`` continues correctly
-    (RUNNER_SPEC B.6); an iteration-based target never swaps.
+    (docs/runner-behaviour.md#resume-matrix); an iteration-based target never swaps.
     """
     if family not in ('mmcv', 'mmdet'):
         raise CheckpointError(f'unknown legacy family {family!r}')
@@ -179,14 +193,14 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             meta['epoch'] = ck.epochs_done if by_epoch else ck.epochs_done + 1
             meta['iter'] = ck.iters_done if by_epoch else ck.iters_done - 1
     if ck.steps is not None and ck.steps != ck.iters_done:
-        notes.append(f'steps {ck.steps} != {ck.iters_done} iterations done (begin_iter/'
+        ck.warnings.append(f'steps {ck.steps} != {ck.iters_done} iterations done (begin_iter/'
                      'begin_epoch, or a load_from restart): legacy hooks count runner.iter '
                      'instead, so momentum schedules see a different step count')
     if ck.ema is None:
         sd = OrderedDict(ck.raw)
         swapped = None
         ema_keys: Dict[str, str] = {}
-        notes.append('no EMA state in the source: written without ema_* buffers')
+        notes.append(NO_EMA_NOTE)
     else:
         params = _param_keys(ck, param_keys)
         if family == 'mmcv':
@@ -204,6 +218,14 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
                 else:
                     skip_buffers = ck.generation == 'mmcv' or bool(ck.param_keys)
             tracked = [k for k in ck.raw if skip_buffers is False or k in set(params)]
+            if skip_buffers is False and ck.aliases and by_epoch:
+                raise CheckpointError(
+                    f'tied weights {sorted(ck.aliases)}: mmdet skip_buffers=False tracks every '
+                    'state_dict() name, and its epoch-end swap runs once per name on the one '
+                    'tensor, so the resumed run would continue from the EMA weights; convert '
+                    'with --skip-buffers yes, or to an iteration-based target')
+        if family == 'mmcv' or skip_buffers is not False:   # named_parameters(): ties once
+            tracked = [k for k in tracked if k not in ck.aliases]
         if priority is not None:
             swapped = by_epoch and swapped_by_priority(priority)
         elif not by_epoch:
@@ -214,7 +236,8 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             swapped = True
             notes.append('target layout: parameters hold the EMA, ema_* the raw weights (as '
                          'saved by a hook at priority < 50): resume it with the EMA hook\'s '
-                         'resume_from, which swaps them back (RUNNER_SPEC B.6)')
+                         'resume_from, which swaps them back '
+                        '(docs/runner-behaviour.md#resume-matrix)')
         ema_keys = {}
         for k in tracked:
             ema_keys[k] = ema_name(k)
@@ -228,7 +251,8 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
             ev = ck.ema.get(k)
             if ev is None:
                 ev = ck.raw[k]
-                notes.append(f'{k}: no EMA value in the source, ema_* set to the raw value')
+                ck.warnings.append(f'{k}: no EMA value in the source, ema_* set to the raw value '
+                                   '(its EMA restarts from the raw weights)')
             sd[ema_keys[k]] = ck.raw[k] if swapped else ev
         for k, v in ck.raw.items():
             if k in ema_keys:
@@ -236,9 +260,13 @@ def to_legacy(ck: EMACheckpoint, family: str, priority=None, skip_buffers: Optio
                 sd[k] = ev if swapped else v
             else:
                 sd[k] = v
-        lost = [k for k in ck.ema if k not in ema_keys and not torch.equal(ck.ema[k], ck.raw[k])]
+        lost = [k for k in ck.ema if k not in ema_keys and k not in ck.aliases
+                and not torch.equal(ck.ema[k], ck.raw[k])]
         if lost:
-            notes.append(f'EMA values of {lost} dropped: the target hook does not track them')
+            ck.warnings.append(f'EMA values of {lost} dropped: the target hook does not track '
+                               'them')
+        for alias, primary in ck.aliases.items():   # tied: one tensor under both names
+            sd[alias] = sd[primary]
     out: "OrderedDict[str, Any]" = OrderedDict()
     out['meta'] = meta
     out['state_dict'] = sd
@@ -268,6 +296,8 @@ def _restore_legacy(ck: EMACheckpoint, rec: Dict[str, Any]) -> "OrderedDict[str,
             values[k], values[ema_keys[k]] = (e, v) if swapped else (v, e)
         else:
             values[k] = v
+    for alias, primary in ck.aliases.items():   # tied weights: one tensor under both names
+        values[alias] = values[primary]
     order = rec['state_dict_order']
     if sorted(order) != sorted(values):
         raise CheckpointError(f'meta.{COMPAT_KEY}.state_dict_order does not match the keys')
@@ -279,3 +309,11 @@ def _restore_legacy(ck: EMACheckpoint, rec: Dict[str, Any]) -> "OrderedDict[str,
         parts[k] = copy.deepcopy(v)
     ck.evidence.append(f'restored the original {rec["source"]} layout from meta.{COMPAT_KEY}')
     return OrderedDict((k, parts[k]) for k in rec['top_order'] if k in parts)
+
+
+def atomic_save(obj: Any, dst, sources: Sequence = (), force: bool = False):
+    """``torch.save(obj, dst)`` through :func:`compat_ema.core.atomic.write_new`: never over
+    one of ``sources``, over an existing ``dst`` only with ``force``, into an existing
+    folder only; a failure leaves nothing behind. Raises :class:`CheckpointError`."""
+    return write_new(dst, lambda f: torch.save(obj, f), sources, force, error=CheckpointError,
+                     make_parents=False)

@@ -1,13 +1,14 @@
 """Shared pieces of the checkpoint subcommands: options and one-line errors.
 
-Errors print as ``compat-ema <command>: error: <message>`` with exit status 1
-(argparse usage errors: 2; an unexpected internal error: 3). Set
-``COMPAT_EMA_DEBUG=1`` for a traceback.
+Errors print as ``compat-ema <command>: error: <message>`` with the exit status of
+:mod:`compat_ema.commands` (refused input: 1; argparse usage errors: 2; an
+unexpected internal error: 3). Set ``COMPAT_EMA_DEBUG=1`` for a traceback.
 """
 from __future__ import annotations
 
 import os
-import sys
+
+from . import REFUSED, fail, internal_error
 
 
 def add_source_options(p) -> None:
@@ -40,13 +41,6 @@ def run_guarded(command: str, fn, args) -> int:
     except (CheckpointError, OSError) as exc:
         if os.environ.get('COMPAT_EMA_DEBUG'):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f'compat-ema {command}: error: {msg}', file=sys.stderr)
-        return 1
+        return fail(command, exc, REFUSED, one_line=True)
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get('COMPAT_EMA_DEBUG'):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ''
-        print(f'compat-ema {command}: internal error: {type(exc).__name__}: {first} '
-              '(set COMPAT_EMA_DEBUG=1 for the traceback)', file=sys.stderr)
-        return 3
+        return internal_error(command, exc)

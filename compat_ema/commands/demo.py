@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from . import DONE, REFUSED, fail
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -11,10 +12,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         demo_main(epochs=args.epochs, iters_per_epoch=args.iters,
                   out=None if args.no_files else args.out, force=args.force)
-    except DemoOutputError as exc:
-        print(f'compat-ema demo: error: {exc}', file=sys.stderr)
-        return 2
-    return 0
+    except (DemoOutputError, OSError) as exc:
+        return fail('demo', exc, REFUSED)
+    return DONE
 
 
 def register(sub) -> None:

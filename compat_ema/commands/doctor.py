@@ -5,6 +5,8 @@ import argparse
 import logging
 import warnings
 
+from . import DONE, REFUSED, fail
+
 
 def _matrix(args: argparse.Namespace) -> int:
     from ..testing.equivalence import resume_matrix
@@ -19,7 +21,7 @@ def _matrix(args: argparse.Namespace) -> int:
         logging.disable(logging.NOTSET)
     for report in reports:
         print(report)
-    return 0 if all(r.consistent for r in reports) else 1
+    return DONE if all(r.consistent for r in reports) else REFUSED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -30,8 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config) if args.config else {}
         extra = load_config(args.hook) if args.hook else None
     except (ValueError, OSError) as exc:
-        print(f'compat-ema doctor: {exc}')
-        return 2
+        return fail('doctor', exc, REFUSED)
     if 'type' in config and 'custom_hooks' not in config:
         config = dict(custom_hooks=[config])
     config = dict(config)
@@ -57,20 +58,20 @@ def _run(args: argparse.Namespace) -> int:
         config['test_after_train'] = True
     model = config.get('model')
     if not hooks and not (isinstance(model, dict) and 'ema_config' in model):
-        print('no EMA hook found in the config (custom_hooks) or --hook')
-        return 2
+        return fail('doctor', 'no EMA hook found in the config (custom_hooks) or --hook', REFUSED)
     findings = diagnose(config, generation=args.generation)
     print(format_findings(findings))
-    return 1 if any(f.severity == 'warning' for f in findings) else 0
+    return REFUSED if any(f.severity == 'warning' for f in findings) else DONE
 
 
 def register(sub) -> None:
     p = sub.add_parser('doctor', help='warn when EMA hook priority and resume path lose EMA history',
                        description='Read an mmcv/mmdet 2.x or mmengine config (a .py/.json file or '
                                    'an inline dict) and report EMA setups that do not resume '
-                                   'exactly (RUNNER_SPEC B.6, A.8, A.11, C.9). Exit status 1 when '
-                                   'a warning is found.')
-    p.add_argument('config', nargs='?', help='config file, or a dict literal of a config or of one hook')
+                                   'exactly (docs/runner-behaviour.md#resume-matrix explains why). '
+                                   'Exit status 1 when a warning is found.')
+    p.add_argument('config', metavar='CONFIG', nargs='?',
+                   help='config file (.py/.json), or a dict literal of a config or of one hook')
     p.add_argument('--hook', help='an EMA hook dict literal to add to custom_hooks')
     p.add_argument('--priority', help='override the EMA hooks\' priority (int or name)')
     p.add_argument('--resume-from', help='runner-level resume_from (mmdet cfg.resume_from)')

@@ -5,29 +5,33 @@ import argparse
 import os
 import sys
 
+from . import DONE, REFUSED, USAGE, fail
+
+
+def _one_line(exc: Exception) -> str:
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
 
 def _run(args: argparse.Namespace) -> int:
     from ..migrate import report as rep
     from ..migrate.configparse import ConfigError
     from ..migrate.core import UnsupportedHooks, default_output, migrate_config, write_migration
-    from ..migrate._io import OutputExists, check_output
+    from ..core.atomic import OutputExists, check_output
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
 
+    if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
+        return fail('migrate', '--iters and --sim-iters must be >= 1', USAGE)
     mode = 'native' if args.native else 'exact'
     out = args.output or default_output(os.path.abspath(args.config), mode)
     try:
         if not (args.dry_run or args.diff):
-            check_output(out, force=args.force, inputs=[args.config])
+            check_output(out, inputs=[args.config], force=args.force)
         mig = migrate_config(args.config, mode=mode, out=out, iters=args.iters,
                              keep_unknown=args.keep_unknown, generation=args.generation,
                              legacy_swap=args.legacy_swap)
     except (ConfigError, UnknownKeysError, AmbiguousHookError, UnsupportedHooks,
-            OutputExists, ValueError) as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
-    if args.sim_iters < 1 or (args.iters is not None and args.iters < 1):
-        print('compat-ema migrate: error: --iters and --sim-iters must be >= 1', file=sys.stderr)
-        return 2
+            OutputExists, ValueError, OSError) as exc:   # refused input: one line, exit 1
+        return fail('migrate', _one_line(exc), REFUSED)
     print(rep.migration_report(mig, sim_iters=args.sim_iters))
     if not mig.changed:
         print('nothing to migrate: no mmcv 1.x / mmdet 2.x EMA hook in custom_hooks; '
@@ -47,11 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         write_migration(mig, out, force=args.force)
-    except OutputExists as exc:
-        print(f'compat-ema migrate: error: {exc}', file=sys.stderr)
-        return 2
+    except (OutputExists, OSError) as exc:
+        return fail('migrate', _one_line(exc), REFUSED)
     print(f'wrote {out}')
-    return 0
+    return DONE
 
 
 def register(sub) -> None:
@@ -62,7 +65,7 @@ def register(sub) -> None:
                     'everything else stays as written. --exact (default) keeps the legacy EMA '
                     'numbers bit for bit with compat_ema\'s legacy types; --native uses only '
                     'mmengine\'s own types and reports how far the numbers move.')
-    p.add_argument('config', help='the legacy config (.py)')
+    p.add_argument('config', metavar='CONFIG', help='the legacy config (.py)')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--exact', action='store_true', help='bitwise-equal EMA (default)')
     g.add_argument('--native', action='store_true', help="mmengine's own types only, with a report")

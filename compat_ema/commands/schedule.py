@@ -7,6 +7,8 @@ import os
 import sys
 from typing import List, Tuple
 
+from . import DONE, REFUSED, fail
+
 
 def _entries(arg: str, generation) -> List[Tuple[str, object]]:
     """(label, HookSpec) for a config file or a hook dict written on the command line."""
@@ -64,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
     from ..migrate.schedule import (MatplotlibMissing, format_table, momentum_schedule,
                                     plot_schedules, schedule_notes)
-    from ..migrate._io import OutputExists, check_output
+    from ..core.atomic import OutputExists, check_output
 
     try:
         if args.plot:
@@ -85,13 +87,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.plot:
             plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])
             print(f'wrote {args.plot}')
-    except (ConfigError, UnknownKeysError, AmbiguousHookError, ValueError, OutputExists) as exc:
-        print(f'compat-ema schedule: error: {exc}', file=sys.stderr)
-        return 2
-    except MatplotlibMissing as exc:
-        print(f'compat-ema schedule: {exc}', file=sys.stderr)
-        return 3
-    return 0
+    except (ConfigError, UnknownKeysError, AmbiguousHookError, ValueError, OutputExists,
+            MatplotlibMissing, OSError) as exc:
+        return fail('schedule', exc, REFUSED)
+    return DONE
 
 
 def register(sub) -> None:
@@ -101,7 +100,9 @@ def register(sub) -> None:
                     'effective momentum, i.e. the weight of the new weights), skip, copy '
                     "(mmengine's first update) or hold (mmengine before begin_iter). Takes a "
                     "config file or a hook dict such as \"dict(type='EMAHook', momentum=2e-4)\".")
-    p.add_argument('hook', metavar='CONFIG_OR_HOOK_DICT')
+    p.add_argument('hook', metavar='CONFIG_OR_HOOK_DICT',
+                   help="a config file (.py) with EMA hooks in custom_hooks, or one hook written "
+                        "as a dict, e.g. \"dict(type='ExpMomentumEMAHook', momentum=1e-4)\"")
     p.add_argument('--iters', type=int, default=20, help='iterations to show (default 20)')
     p.add_argument('--iters-per-epoch', type=int, default=None,
                    help="needed for mmengine's begin_epoch")

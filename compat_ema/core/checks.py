@@ -15,8 +15,3 @@ def require(condition: Any, message: str, exc: Type[Exception] = AssertionError)
     if not condition:
         raise exc(message)
 
-
-def check_open_unit(name: str, value: Any, where: str) -> None:
-    """Upstream's ``0 < momentum < 1`` assertion, raised explicitly."""
-    require(0 < value < 1,
-            f'{where}: {name} must be in the open interval (0, 1), but got {value!r}')

@@ -19,7 +19,7 @@ attribute                 used by
 ``resume(path)``          mmcv/mmdet hooks' ``before_run`` when ``resume_from`` is set
 ========================  ==========================================================
 
-Counter conventions are those of the real runners (RUNNER_SPEC.md): in
+Counter conventions are those of the real runners (docs/runner-behaviour.md): in
 ``after_train_iter`` ``iter`` is the index of the iteration just done; mmcv
 calls ``before_train_epoch``/``after_train_epoch`` (the swap points) only in its
 epoch-based runner. :class:`SimpleRunner` is the smallest object that satisfies
@@ -27,12 +27,7 @@ the protocol, for hand-written loops.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
-
-try:  # typing.Protocol is 3.8+
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable  # type: ignore
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch.nn as nn
 

@@ -10,7 +10,7 @@ a batch at a time, and everything else is copied as upstream does.
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -19,9 +19,7 @@ from .batching import HAS_FOREACH_COPY, batches
 from .flags import exchange_swap_enabled, use_fast
 from .flat import FlatSmall
 from .ownership import BASE_USE, USE_COUNT, exchangeable, same_view, storage_key
-
-if TYPE_CHECKING:
-    from .kernels import TensorPairs
+from .pairs import TensorPairs
 
 __all__ = ['EXCHANGE_MIN_NUMEL', 'BATCH_COPIES_ON_CPU', 'swap_']
 
@@ -43,7 +41,7 @@ _DATA = operator.attrgetter('data')
 
 
 def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
-          aliases: Iterable[Tensor] = (), pairs: Optional['TensorPairs'] = None) -> None:
+          aliases: Iterable[Tensor] = (), pairs: Optional[TensorPairs] = None) -> None:
     """Exchange the contents of each pair, as upstream's swap loops do.
 
     Upstream: ``tmp = x.data.clone(); x.data.copy_(y.data); y.data.copy_(tmp)``

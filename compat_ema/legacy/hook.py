@@ -13,7 +13,7 @@ same inside an mmengine Runner, with the legacy averaged models of
   if the model holds the raw weights, ``before_train_epoch`` only if it holds
   the EMA. In every legacy flow that was self-consistent (YOLOX: priority 49
   plus hook-level ``resume_from``) this gives the same values; the legacy
-  inversion after resuming a NORMAL-priority checkpoint (RUNNER_SPEC B.6) is
+  inversion after resuming a NORMAL-priority checkpoint (docs/runner-behaviour.md#resume-matrix) is
   not reproduced;
 * no swap around val/test epochs (validation after an epoch already sees the
   EMA weights, as in mmcv/mmdet);

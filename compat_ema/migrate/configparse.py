@@ -33,6 +33,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .configrefs import _PREDEFINED_RE, BaseRef, _has_ref, _load_data_config, _substitute, \
+    predefined_values
+
 __all__ = ['ConfigError', 'Unevaluated', 'Origin', 'SourceFile', 'LoadedConfig',
            'load_config', 'parse_source', 'eval_expression']
 
@@ -119,6 +122,9 @@ def eval_expression(node: ast.expr, names: Dict[str, Any], src: Optional[SourceF
 
 def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, str) and src is not None and '{{' in node.value:
+            values = predefined_values(os.path.abspath(src.path))
+            return _PREDEFINED_RE.sub(lambda m: values[m.group(1)].replace('\\', '/'), node.value)
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in names:
@@ -137,6 +143,9 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
                 items.append(_eval_item(elt, names, src))
         return items if isinstance(node, ast.List) else tuple(items)
     if isinstance(node, ast.Set):
+        ref = _base_ref(node, src)
+        if ref is not None:
+            return ref
         return {_eval(e, names, src) for e in node.elts}
     if isinstance(node, ast.Dict):
         out: Dict[Any, Any] = {}
@@ -172,15 +181,17 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             return list(seq) if node.func.id == 'list' else tuple(seq)
         raise _Unsupported(node, f'call to {ast.dump(node.func)[:60]} (only dict(...) is read)')
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _eval(node.left, names, src), _eval(node.right, names, src)
+        left = _no_ref(_eval(node.left, names, src), node, 'an expression')
+        right = _no_ref(_eval(node.right, names, src), node, 'an expression')
         try:
             return _BINOPS[type(node.op)](left, right)
         except Exception as exc:  # noqa: BLE001 - report any arithmetic failure
             raise _Unsupported(node, f'cannot compute {type(node.op).__name__}: {exc}') from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
-        return _UNOPS[type(node.op)](_eval(node.operand, names, src))
+        return _UNOPS[type(node.op)](_no_ref(_eval(node.operand, names, src), node,
+                                             'an expression'))
     if isinstance(node, ast.Subscript):
-        base = _eval(node.value, names, src)
+        base = _no_ref(_eval(node.value, names, src), node, 'a subscript')
         index = node.slice
         if sys.version_info < (3, 9) and isinstance(index, ast.Index):  # pragma: no cover
             index = index.value  # type: ignore[attr-defined]
@@ -195,11 +206,33 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
             if isinstance(v, ast.Constant):
                 parts.append(str(v.value))
             elif isinstance(v, ast.FormattedValue) and v.format_spec is None and v.conversion == -1:
-                parts.append(str(_eval(v.value, names, src)))
+                parts.append(str(_no_ref(_eval(v.value, names, src), node, 'an f-string')))
             else:
                 raise _Unsupported(node, 'f-string with a conversion or format spec')
         return ''.join(parts)
     raise _Unsupported(node, f'{type(node).__name__} expressions are not read by the parser')
+
+
+def _base_ref(node: ast.Set, src: Optional[SourceFile]) -> Optional[BaseRef]:
+    """``{{_base_.a.b}}`` parses as a set holding a set holding ``_base_.a.b``."""
+    if len(node.elts) != 1 or not isinstance(node.elts[0], ast.Set) or len(node.elts[0].elts) != 1:
+        return None
+    inner = node.elts[0].elts[0]
+    parts = []
+    while isinstance(inner, ast.Attribute):
+        parts.append(inner.attr)
+        inner = inner.value
+    if not (isinstance(inner, ast.Name) and inner.id == '_base_') or not parts:
+        return None
+    return BaseRef(src.path if src else '<expr>', node.lineno, '.'.join(reversed(parts)))
+
+
+def _no_ref(value: Any, node: ast.expr, what: str) -> Any:
+    if isinstance(value, BaseRef):
+        raise _Unsupported(node, f'{value!r} inside {what}: mmcv 1.x substitutes {{{{_base_.x}}}} '
+                                 'only as a whole value (its placeholder string would be used '
+                                 'here); write the value')
+    return value
 
 
 def _eval_item(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> Any:
@@ -328,8 +361,15 @@ def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _merge_into(v, out[k])
             continue
+        if isinstance(v, dict) and k in out:
+            raise ConfigError(f'{k}: a dict cannot be merged into the base value '
+                              f'{out[k]!r} (mmcv 1.x raises TypeError here; set _delete_=True)')
         out[k] = v
     return out
+
+
+#: mmcv 1.x ``Config`` refuses these top-level names (``RESERVED_KEYS``)
+RESERVED_KEYS = ('filename', 'text', 'pretty_text')
 
 
 def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
@@ -340,8 +380,14 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
     if not os.path.isfile(path):
         where = f' (a _base_ of {_stack[-1]})' if _stack else ''
         raise ConfigError(f'{path}: no such config file{where}')
-    if not path.endswith('.py'):
-        raise ConfigError(f'{path}: only Python configs (.py) are read')
+    ext = os.path.splitext(path)[1]
+    if ext in ('.json', '.yaml', '.yml') and _stack:
+        return _load_data_config(path, _stack)
+    if ext in ('.json', '.yaml', '.yml'):
+        raise ConfigError(f'{path}: a {ext} config as the input: migrate edits Python source '
+                          f'in place; {ext} files are read only as _base_ files of a .py config')
+    if ext != '.py':
+        raise ConfigError(f'{path}: only Python configs (.py) are read (and .json/.yaml bases)')
     with open(path, encoding='utf-8-sig', newline='') as fh:  # keep CRLF: edits are byte-exact
         text = fh.read()
     src = parse_source(text, path)
@@ -369,5 +415,18 @@ def load_config(path: str, _stack: Tuple[str, ...] = ()) -> LoadedConfig:
             base_cfg.update(base.cfg)
             files.extend(base.files)
     own = {k: v for k, v in src.values.items() if k != '_base_' and _is_config_key(k, v)}
-    cfg = _merge_into(own, base_cfg)
+    reserved = sorted(set(own) & set(RESERVED_KEYS))
+    if reserved:
+        raise ConfigError(f'{path}: {reserved} are reserved names in mmcv 1.x configs '
+                          '(Config raises KeyError)')
+    own.pop('_deprecation_', None)   # mmcv warns and drops it
+    if any(_has_ref(v) for v in own.values()):
+        if not base_cfg:
+            raise ConfigError(f'{path}: {{{{_base_.x}}}} used without a _base_ file')
+        own = {k: _substitute(v, base_cfg, src) for k, v in own.items()}
+        src.values.update(own)
+    try:
+        cfg = _merge_into(own, base_cfg)
+    except ConfigError as exc:
+        raise ConfigError(f'{path}: {exc}') from None
     return LoadedConfig(path=path, cfg=cfg, files=files)

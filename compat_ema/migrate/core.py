@@ -28,8 +28,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._io import atomic_write_text, check_output
-from .configparse import ConfigError, LoadedConfig, SourceFile, Unevaluated, load_config, parse_source
+from ..core.atomic import write_new
+from .configparse import BaseRef, ConfigError, LoadedConfig, SourceFile, Unevaluated, load_config, \
+    parse_source
 from .gan import GanSpec, classify_gan, map_gan_exact, map_gan_native
 from .hookspec import HookSpec, classify, config_generation, is_ema_like
 from .mapping import PLUGIN, MappedEntry, map_exact, map_native
@@ -155,16 +156,16 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
     out = os.path.abspath(out or default_output(loaded.path, mode))
     n_iters, iters_from = (iters, '--iters') if iters else _run_length(loaded.cfg)
     if not n_iters:
-        n_iters, iters_from = DEFAULT_ITERS, 'default (pass --iters for your run length)'
+        n_iters, iters_from = DEFAULT_ITERS, 'the default; pass --iters for your run length'
     mig = Migration(source=loaded.path, mode=mode, text=main.text, iters=n_iters,
                     iters_from=iters_from, out=out)
     found, unknown, elsewhere = find_ema_hooks(loaded, generation)
     mig.unknown = unknown
     if unknown and not keep_unknown:
         raise UnsupportedHooks(
-            'EMA-like hook(s) this tool does not understand (nothing written):\n  '
-            + '\n  '.join(unknown)
-            + '\nmigrate them by hand, or pass --keep-unknown to leave them as written')
+            'EMA-like hook(s) this tool does not understand, nothing written: '
+            + '; '.join(' '.join(u.split()) for u in unknown)
+            + ' (migrate them by hand, or pass --keep-unknown to leave them as written)')
     for item in unknown:
         mig.notes.append(f'left as written (not understood): {item}')
     for item in elsewhere:
@@ -212,8 +213,8 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
         footer.append(f'# custom_hooks ({where}) with the EMA entries migrated')
         footer.append(f'custom_hooks = {render(full)}')
 
-    if mig.mapped and mode == 'exact':
-        edits_imp, foot_imp = _custom_imports(loaded)
+    if mig.mapped:
+        edits_imp, foot_imp = _custom_imports(loaded, mode == 'exact', mig.notes)
         edits.extend(edits_imp)
         footer.extend(foot_imp)
 
@@ -248,6 +249,10 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
         mig.notes.append('the runner-level resume_from is not read by mmengine (left as written); '
                          'set load_from and resume=True')
 
+    from .configparse import _PREDEFINED_RE
+    if _PREDEFINED_RE.search(main.text):
+        mig.notes.append('the config uses {{ fileDirname }}-style variables: in the migrated '
+                         'file they name the new file (mmengine substitutes them too)')
     edits.extend(_rebase_edits(main, out))
     data = apply_edits(main.text.encode('utf-8'), edits)
     text = data.decode('utf-8')
@@ -272,21 +277,41 @@ def _has_unevaluated(value: Any) -> bool:
     return False
 
 
-def _custom_imports(loaded: LoadedConfig) -> Tuple[List[Edit], List[str]]:
-    """Edits/footer lines that make ``custom_imports`` import the plugin."""
+#: modules a legacy config may import that need mmcv 1.x: a migrated config must not import them
+LEGACY_ONLY_IMPORTS = ('compat_ema.integrations.mmcv',)
+
+
+def _custom_imports(loaded: LoadedConfig, add_plugin: bool, notes: List[str]
+                    ) -> Tuple[List[Edit], List[str]]:
+    """Edits/footer lines that make ``custom_imports`` import the plugin (``add_plugin``) and
+    not the modules that need mmcv 1.x (:data:`LEGACY_ONLY_IMPORTS`): the migrated config must
+    load where only mmengine is installed."""
+    import ast
     current = loaded.cfg.get('custom_imports')
     if current is None:
+        if not add_plugin:
+            return [], []
         return [], [f'custom_imports = dict(imports=[{PLUGIN!r}], allow_failed_imports=False)']
-    if isinstance(current, Unevaluated) or not isinstance(current, dict):
-        raise ConfigError(f'custom_imports cannot be read ({current!r}); add {PLUGIN!r} by hand')
+    if isinstance(current, Unevaluated) or not isinstance(current, dict) \
+            or isinstance(current.get('imports', []), Unevaluated):
+        raise ConfigError(f'custom_imports cannot be read ({current!r}); '
+                          + (f'add {PLUGIN!r} and ' if add_plugin else '')
+                          + f'remove {LEGACY_ONLY_IMPORTS[0]!r} by hand')
     imports = current.get('imports', [])
     imports = [imports] if isinstance(imports, str) else list(imports)
-    if PLUGIN in imports:
+    dropped = [i for i in imports if i in LEGACY_ONLY_IMPORTS]
+    new_imports = [i for i in imports if i not in LEGACY_ONLY_IMPORTS]
+    if add_plugin and PLUGIN not in new_imports:
+        new_imports.append(PLUGIN)
+    for name in dropped:
+        notes.append(f'custom_imports: {name!r} removed (it needs mmcv 1.x, which an mmengine '
+                     'install does not have)' + (f'; {PLUGIN!r} registers the migrated types'
+                                                 if add_plugin else ''))
+    if new_imports == imports:
         return [], []
     origin = loaded.origin_of(current)
     if origin is not None and origin.source is loaded.main:
         node = origin.node
-        import ast
         value_node = None
         if isinstance(node, ast.Call):
             value_node = next((kw.value for kw in node.keywords if kw.arg == 'imports'), None)
@@ -294,9 +319,13 @@ def _custom_imports(loaded: LoadedConfig) -> Tuple[List[Edit], List[str]]:
             value_node = next((v for k, v in zip(node.keys, node.values)
                                if isinstance(k, ast.Constant) and k.value == 'imports'), None)
         if isinstance(value_node, (ast.List, ast.Tuple)):
-            return [append_to_list_edit(loaded.main, value_node, PLUGIN)], []
+            if not dropped:
+                return [append_to_list_edit(loaded.main, value_node, PLUGIN)], []
+            from .rewrite import node_span
+            s, e = node_span(loaded.main, value_node)
+            return [Edit(s, e, '[' + ', '.join(repr(i) for i in new_imports) + ']')], []
     new = dict(current)
-    new['imports'] = imports + [PLUGIN]
+    new['imports'] = new_imports
     return [], [f'custom_imports = {render(new)}']
 
 
@@ -339,7 +368,10 @@ def _verify(mig: Migration, new_entries: Dict[int, Dict[str, Any]], old_list: Li
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equality where two unreadable values match (their line numbers may have moved)."""
+    """Equality where two unreadable values match (their line numbers may have moved), and a
+    ``{{_base_.x}}`` kept in the new text matches the value it stands for."""
+    if isinstance(a, BaseRef):
+        return True
     if isinstance(a, Unevaluated) or isinstance(b, Unevaluated):
         return isinstance(a, Unevaluated) and isinstance(b, Unevaluated)
     if isinstance(a, dict) and isinstance(b, dict):
@@ -354,5 +386,6 @@ def write_migration(mig: Migration, out: str, force: bool = False) -> str:
     if os.path.dirname(os.path.abspath(out)) != os.path.dirname(mig.out):
         raise ValueError(f'this migration was computed for {mig.out} (relative _base_ paths '
                          f'resolve from there); call migrate_config(..., out={out!r})')
-    check_output(out, force=force, inputs=[mig.source])
-    return atomic_write_text(out, mig.text, force=force, inputs=[mig.source])
+    data = mig.text.encode('utf-8')
+    write_new(out, lambda f: f.write(data), inputs=[mig.source], force=force)
+    return out

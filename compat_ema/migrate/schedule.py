@@ -300,8 +300,9 @@ def plot_schedules(columns: Dict[str, Sequence[Step]], out_path: str, title: str
         raise MatplotlibMissing(
             "plotting needs matplotlib, which is not installed: pip install 'compat-ema[plot]' "
             '(or pip install matplotlib)') from None
-    from ._io import atomic_write_bytes
     import io
+
+    from ..core.atomic import write_new
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, steps in columns.items():
@@ -317,5 +318,5 @@ def plot_schedules(columns: Dict[str, Sequence[Step]], out_path: str, title: str
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
     plt.close(fig)
-    atomic_write_bytes(out_path, buf.getvalue(), force=True)
+    write_new(out_path, lambda f: f.write(buf.getvalue()), force=True)
     return out_path

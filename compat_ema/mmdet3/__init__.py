@@ -4,7 +4,7 @@ Registered in the registry's ``mmdet3`` scope as ``ExpMomentumEMA`` and in the
 ``mmengine`` scope as ``MMDet3ExpMomentumEMA``, so both
 ``dict(type='EMAHook', ema_type='mmdet3.ExpMomentumEMA')`` and
 ``ema_type='MMDet3ExpMomentumEMA'`` work with :class:`compat_ema.mmengine.EMAHook`.
-:mod:`compat_ema.mmdet3.compare` measures the gap to a legacy run.
+:mod:`compat_ema.migrate.native_gap` measures the gap to a legacy run.
 """
 from .models.layers.ema import ExpMomentumEMA, exp_momentum
 

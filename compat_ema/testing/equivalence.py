@@ -4,8 +4,8 @@
 (the last one excepted) a fresh run resumed from it by the chosen path, and
 compares bitwise the final model weights, the EMA state and the contents of
 every checkpoint both runs wrote. Where upstream itself does not reproduce
-(RUNNER_SPEC B.6 resume matrix, A.8, A.11), the harness reproduces upstream's
-behaviour, and :func:`expected_difference` names the reason; a report is
+(docs/runner-behaviour.md#resume-matrix, docs/runner-behaviour.md#mmcv-resume), the harness
+reproduces upstream's behaviour, and :func:`expected_difference` names the reason; a report is
 ``consistent`` when the outcome matches that expectation.
 
 :func:`resume_matrix` runs the check for each runner mode, EMA generation,
@@ -101,28 +101,32 @@ class ResumeReport:
                 f'{status}{why}{"" if self.consistent else "  <-- UNEXPECTED"}')
 
 
+#: where the reasons are documented
+DOC = 'docs/runner-behaviour.md'
+
+
 def expected_difference(framework: str, runner: str, hooks: Sequence[dict], how: str) -> Optional[str]:
     """Why upstream does not reproduce the uninterrupted run on this path, or None if it does."""
     if framework == 'mmengine':
         if how == 'load_from':
-            return ('C.9: load_from without resume restarts the counters and the EMA '
-                    '(steps 0; model and EMA both get the EMA weights)')
+            return ('load_from without resume restarts the counters and the EMA (steps 0; model and '
+                    f'EMA both get the EMA weights; {DOC}#mmengine-emahook)')
         return None
     if how == 'load_from':
-        return 'A.9: load_from loads weights only; epoch/iter and the optimizer restart'
+        return f'load_from loads weights only; epoch/iter and the optimizer restart ({DOC}#mmcv-load-checkpoint)'
     if runner == 'iter':
         if how in ('hook', 'both'):
-            return ('A.8: the hook resumes through IterBasedRunner.resume(map_location='
-                    '"default"), which needs CUDA')
-        return ('A.8: IterBasedRunner saves iter = completed - 1 and does not fast-forward the '
-                'data, so the resumed run repeats an iteration')
+            return ('the hook resumes through IterBasedRunner.resume(map_location="default"), which '
+                    f'needs CUDA ({DOC}#mmcv-resume)')
+        return ('IterBasedRunner saves iter = completed - 1 and does not fast-forward the data, so '
+                f'the resumed run repeats an iteration ({DOC}#mmcv-resume)')
     prios = [get_priority(h.get('priority', 'NORMAL')) for h in hooks]
     if how == 'runner':
-        return ('B.6: the runner-level resume runs before the hook registers its ema_* buffers; '
-                'the ema_* keys are dropped and the EMA restarts from the loaded weights')
+        return ('the runner-level resume runs before the hook registers its ema_* buffers; the ema_* '
+                f'keys are dropped and the EMA restarts from the loaded weights ({DOC}#resume-matrix)')
     if any(p >= 50 for p in prios):
-        return ('A.11/B.6: the hook runs after CheckpointHook, so the checkpoint holds raw weights '
-                'in the normal keys; resuming swaps them in and the roles are inverted')
+        return ('the hook runs after CheckpointHook, so the checkpoint holds raw weights in the normal '
+                f'keys; resuming swaps them in and the roles are inverted ({DOC}#resume-matrix)')
     return None
 
 

@@ -1,6 +1,7 @@
-"""A fake of mmengine 0.10.7's ``Runner`` and loops (RUNNER_SPEC Part C).
+"""A fake of mmengine 0.10.7's ``Runner`` and loops
+(docs/runner-behaviour.md#mmengine-0107-runner-and-loops).
 
-What it reproduces (checklist RUNNER_SPEC D, mmengine part):
+What it reproduces (see docs/runner-behaviour.md, mmengine part):
 
 * entry points: ``train()`` builds the loops and the optim wrapper, fires
   ``before_run``, then ``load_or_resume()``, the loop, ``after_run``;
@@ -31,8 +32,6 @@ torch's ``weights_only=True`` (the real 0.10.7 ones do not on torch >= 2.6).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import os
 import os.path as osp
@@ -49,398 +48,30 @@ from ..core.checks import require
 from ..core.priority import get_priority
 from ..core.state_dict import load_state_dict
 from ..core.wrappers import is_wrapper, unwrap
+from ..mmcv.runner.checkpoint import atomic_torch_save
 from ..mmengine.hooks.hook import Hook
 from ..registry import HOOKS
-from .mmcv_checkpoint import atomic_torch_save
+from .mmengine_hooks import (
+    MMENGINE_VERSION,
+    CheckpointHook,
+    DistSamplerSeedHook,
+    IterTimerHook,
+    LoggerHook,
+    MessageHub,
+    OptimWrapper,
+    ParamSchedulerHook,
+    RuntimeInfoHook,
+)
+from .mmengine_loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 
 __all__ = ['Runner', 'OptimWrapper', 'MessageHub', 'EpochBasedTrainLoop', 'IterBasedTrainLoop',
            'ValLoop', 'TestLoop', 'RuntimeInfoHook', 'IterTimerHook', 'DistSamplerSeedHook',
            'LoggerHook', 'ParamSchedulerHook', 'CheckpointHook', 'MMENGINE_VERSION']
 
-MMENGINE_VERSION = '0.10.7'
-
-
-class OptimWrapper:
-    """``mmengine.optim.OptimWrapper`` without accumulation or AMP: backward, step, zero_grad."""
-
-    def __init__(self, optimizer: Optimizer):
-        self.optimizer = optimizer
-
-    def update_params(self, loss: torch.Tensor) -> None:
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-
-    @contextlib.contextmanager
-    def optim_context(self, model: nn.Module):
-        yield
-
-    def initialize_count_status(self, model: nn.Module, init_counts: int, max_counts: int) -> None:
-        self._inner_count = init_counts
-        self._max_counts = max_counts
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.optimizer.load_state_dict(state_dict)
-
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-
-class MessageHub:
-    """A dict-backed stand-in for ``mmengine.logging.MessageHub`` (plain Python values)."""
-
-    def __init__(self):
-        self.log_scalars: Dict[str, List[float]] = {}
-        self.runtime_info: Dict[str, Any] = {}
-
-    def update_info(self, key: str, value: Any) -> None:
-        self.runtime_info[key] = value
-
-    def get_info(self, key: str, default: Any = None) -> Any:
-        return self.runtime_info.get(key, default)
-
-    def update_scalar(self, key: str, value: float) -> None:
-        self.log_scalars.setdefault(key, []).append(float(value))
-
-    def state_dict(self) -> dict:
-        return dict(log_scalars=copy.deepcopy(self.log_scalars),
-                    runtime_info=copy.deepcopy(self.runtime_info), resumed_keys={})
-
-    def load_state_dict(self, state: dict) -> None:
-        if isinstance(state.get('log_scalars'), dict):
-            self.log_scalars = {k: list(v) for k, v in state['log_scalars'].items()
-                                if isinstance(v, (list, tuple))}
-        if isinstance(state.get('runtime_info'), dict):
-            self.runtime_info = dict(state['runtime_info'])
-
-
-# -- default hooks --------------------------------------------------------------
-
-
-class RuntimeInfoHook(Hook):
-    """``RuntimeInfoHook`` (VERY_HIGH): epoch/iter/max counters and losses into the message hub."""
-
-    priority = 'VERY_HIGH'
-
-    def before_train(self, runner) -> None:
-        for key in ('epoch', 'iter', 'max_epochs', 'max_iters'):
-            runner.message_hub.update_info(key, getattr(runner, key))
-
-    def before_train_epoch(self, runner) -> None:
-        runner.message_hub.update_info('epoch', runner.epoch)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        runner.message_hub.update_info('iter', runner.iter)
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        for key, value in (outputs or {}).items():
-            if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1):
-                runner.message_hub.update_scalar(f'train/{key}', float(value))
-
-
-class IterTimerHook(Hook):
-    """``IterTimerHook`` (NORMAL): present for the hook order."""
-
-    priority = 'NORMAL'
-
-
-class DistSamplerSeedHook(Hook):
-    """``DistSamplerSeedHook`` (NORMAL): ``sampler.set_epoch(runner.epoch)`` when it exists."""
-
-    priority = 'NORMAL'
-
-    def before_train_epoch(self, runner) -> None:
-        sampler = getattr(runner.train_loop.dataloader, 'sampler', None)
-        if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(runner.epoch)
-
-
-class LoggerHook(Hook):
-    """``LoggerHook`` (BELOW_NORMAL): present for the hook order."""
-
-    priority = 'BELOW_NORMAL'
-
-    def __init__(self, interval: int = 10, **kwargs):
-        self.interval = interval
-
-
-class ParamSchedulerHook(Hook):
-    """``ParamSchedulerHook`` (LOW): steps ``runner.param_schedulers`` (objects with ``step()``).
-
-    A scheduler steps per iteration when its ``by_epoch`` attribute is False,
-    else per epoch, as mmengine's schedulers do.
-    """
-
-    priority = 'LOW'
-
-    def _step(self, runner, by_epoch: bool) -> None:
-        for scheduler in runner.param_schedulers or []:
-            if bool(getattr(scheduler, 'by_epoch', True)) == by_epoch:
-                scheduler.step()
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._step(runner, by_epoch=False)
-
-    def after_train_epoch(self, runner) -> None:
-        self._step(runner, by_epoch=True)
-
-
-class CheckpointHook(Hook):
-    """``mmengine.hooks.CheckpointHook`` (VERY_LOW), without save_best/publishing.
-
-    Args:
-        interval: period in epochs (``by_epoch``) or iterations; -1 = only the last.
-        by_epoch: save from ``after_train_epoch`` or ``after_train_iter``.
-        save_optimizer, save_param_scheduler: what goes into the file.
-        out_dir: defaults to ``runner.work_dir``.
-        max_keep_ckpts: keep only the newest N (-1: all).
-        save_last: always save at the last epoch/iteration.
-        filename_tmpl: defaults to ``'epoch_{}.pth'`` / ``'iter_{}.pth'``.
-        save_begin: first epoch/iteration counted by ``interval``.
-    """
-
-    priority = 'VERY_LOW'
-
-    def __init__(self, interval: int = -1, by_epoch: bool = True, save_optimizer: bool = True,
-                 save_param_scheduler: bool = True, out_dir: Optional[str] = None,
-                 max_keep_ckpts: int = -1, save_last: bool = True,
-                 filename_tmpl: Optional[str] = None, save_begin: int = 0, **kwargs):
-        self.interval = interval
-        self.by_epoch = by_epoch
-        self.save_optimizer = save_optimizer
-        self.save_param_scheduler = save_param_scheduler
-        self.out_dir = out_dir
-        self.max_keep_ckpts = max_keep_ckpts
-        self.save_last = save_last
-        self.args = kwargs
-        if filename_tmpl is None:
-            filename_tmpl = 'epoch_{}.pth' if by_epoch else 'iter_{}.pth'
-        self.filename_tmpl = filename_tmpl
-        require(save_begin >= 0, f'save_begin should not be less than 0, but got {save_begin}')
-        self.save_begin = save_begin
-        self.last_ckpt: Optional[str] = None
-        self.keep_ckpt_ids: List[int] = []
-
-    def before_train(self, runner) -> None:
-        if self.out_dir is None:
-            self.out_dir = runner.work_dir
-        if self.out_dir != runner.work_dir:
-            self.out_dir = osp.join(self.out_dir, osp.basename(runner.work_dir.rstrip(osp.sep)))
-        if self.max_keep_ckpts > 0:
-            self.keep_ckpt_ids = list(runner.message_hub.get_info('keep_ckpt_ids', []))
-
-    def after_train_epoch(self, runner) -> None:
-        if not self.by_epoch:
-            return
-        if self.every_n_epochs(runner, self.interval, self.save_begin) or (
-                self.save_last and self.is_last_train_epoch(runner)):
-            self._save_checkpoint(runner)
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.by_epoch:
-            return
-        if self.every_n_train_iters(runner, self.interval, self.save_begin) or (
-                self.save_last and self.is_last_train_iter(runner)):
-            self._save_checkpoint(runner)
-
-    def _save_checkpoint(self, runner) -> None:
-        if self.by_epoch:
-            step = runner.epoch + 1
-            meta = dict(epoch=step, iter=runner.iter)
-        else:
-            step = runner.iter + 1
-            meta = dict(epoch=runner.epoch, iter=step)
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                old = osp.join(self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.pop(0)))
-                if osp.isfile(old):
-                    os.remove(old)
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
-        filename = self.filename_tmpl.format(step)
-        self.last_ckpt = osp.join(self.out_dir, filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(self.out_dir, filename, save_optimizer=self.save_optimizer,
-                               save_param_scheduler=self.save_param_scheduler, meta=meta,
-                               by_epoch=self.by_epoch, **self.args)
-        with open(osp.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
-            f.write(self.last_ckpt)
-
 
 _DEFAULT_HOOK_TYPES = dict(RuntimeInfoHook=RuntimeInfoHook, IterTimerHook=IterTimerHook,
                            DistSamplerSeedHook=DistSamplerSeedHook, LoggerHook=LoggerHook,
                            ParamSchedulerHook=ParamSchedulerHook, CheckpointHook=CheckpointHook)
-
-# -- loops ---------------------------------------------------------------------
-
-
-class _BaseLoop:
-    def __init__(self, runner: 'Runner', dataloader: Iterable):
-        self._runner = runner
-        self.dataloader = dataloader
-
-    @property
-    def runner(self) -> 'Runner':
-        return self._runner
-
-
-class EpochBasedTrainLoop(_BaseLoop):
-    """``mmengine.runner.EpochBasedTrainLoop`` (RUNNER_SPEC C.2)."""
-
-    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
-                 val_interval: int = 1):
-        super().__init__(runner, dataloader)
-        self._max_epochs = int(max_epochs)
-        require(self._max_epochs == max_epochs,
-                f'`max_epochs` should be a integer number, but get {max_epochs}.')
-        self._max_iters = self._max_epochs * len(self.dataloader)
-        self._epoch = 0
-        self._iter = 0
-        self.val_begin = val_begin
-        self.val_interval = val_interval
-        self.stop_training = False
-
-    max_epochs = property(lambda self: self._max_epochs)
-    max_iters = property(lambda self: self._max_iters)
-    epoch = property(lambda self: self._epoch)
-    iter = property(lambda self: self._iter)
-
-    def run(self) -> nn.Module:
-        self.runner.call_hook('before_train')
-        while self._epoch < self._max_epochs and not self.stop_training:
-            self.run_epoch()
-            if (self.runner.val_loop is not None and self._epoch >= self.val_begin
-                    and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)):
-                self.runner.val_loop.run()
-        self.runner.call_hook('after_train')
-        return self.runner.model
-
-    def run_epoch(self) -> None:
-        self.runner.call_hook('before_train_epoch')
-        self.runner.model.train()
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
-        self.runner.call_hook('after_train_epoch')
-        self._epoch += 1
-
-    def run_iter(self, idx: int, data_batch: Any) -> None:
-        self.runner.call_hook('before_train_iter', batch_idx=idx, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
-        self.runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,
-                              outputs=outputs)
-        self._iter += 1
-
-
-class _InfiniteIterator:
-    def __init__(self, dataloader: Iterable):
-        self._dataloader = dataloader
-        self._iterator = iter(dataloader)
-        self._epoch = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._epoch += 1
-            sampler = getattr(self._dataloader, 'sampler', None)
-            if hasattr(sampler, 'set_epoch'):
-                sampler.set_epoch(self._epoch)
-            self._iterator = iter(self._dataloader)
-            return next(self._iterator)
-
-
-class IterBasedTrainLoop(_BaseLoop):
-    """``mmengine.runner.IterBasedTrainLoop`` (RUNNER_SPEC C.3)."""
-
-    def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
-                 val_interval: int = 1000):
-        super().__init__(runner, dataloader)
-        self._max_iters = int(max_iters)
-        require(self._max_iters == max_iters,
-                f'`max_iters` should be a integer number, but get {max_iters}')
-        self._max_epochs = 1
-        self._epoch = 0
-        self._iter = 0
-        self.val_begin = val_begin
-        self.val_interval = val_interval
-        self.stop_training = False
-        self.dataloader_iterator = _InfiniteIterator(self.dataloader)
-
-    max_epochs = property(lambda self: self._max_epochs)
-    max_iters = property(lambda self: self._max_iters)
-    epoch = property(lambda self: self._epoch)
-    iter = property(lambda self: self._iter)
-
-    def run(self) -> nn.Module:
-        self.runner.call_hook('before_train')
-        self.runner.call_hook('before_train_epoch')
-        for _ in range(self._iter):  # skip the batches a resumed run already used
-            next(self.dataloader_iterator)
-        while self._iter < self._max_iters and not self.stop_training:
-            self.runner.model.train()
-            self.run_iter(next(self.dataloader_iterator))
-            if (self.runner.val_loop is not None and self._iter >= self.val_begin
-                    and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
-        self.runner.call_hook('after_train_epoch')
-        self.runner.call_hook('after_train')
-        return self.runner.model
-
-    def run_iter(self, data_batch: Any) -> None:
-        self.runner.call_hook('before_train_iter', batch_idx=self._iter, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
-        self.runner.call_hook('after_train_iter', batch_idx=self._iter, data_batch=data_batch,
-                              outputs=outputs)
-        self._iter += 1
-
-
-class _EvalLoop(_BaseLoop):
-    stage = 'val'
-
-    def __init__(self, runner, dataloader, evaluator: Optional[Callable[[List[Any]], dict]] = None):
-        super().__init__(runner, dataloader)
-        self.evaluator = evaluator
-
-    def run(self) -> dict:
-        s = self.stage
-        self.runner.call_hook(f'before_{s}')
-        self.runner.call_hook(f'before_{s}_epoch')
-        self.runner.model.eval()
-        outputs_all: List[Any] = []
-        for idx, data_batch in enumerate(self.dataloader):
-            outputs_all.append(self.run_iter(idx, data_batch))
-        metrics = dict(self.evaluator(outputs_all)) if self.evaluator is not None else {}
-        self.runner.call_hook(f'after_{s}_epoch', metrics=metrics)
-        self.runner.call_hook(f'after_{s}')
-        return metrics
-
-    @torch.no_grad()
-    def run_iter(self, idx: int, data_batch: Any) -> Any:
-        s = self.stage
-        self.runner.call_hook(f'before_{s}_iter', batch_idx=idx, data_batch=data_batch)
-        outputs = getattr(self.runner.model, f'{s}_step')(data_batch)
-        self.runner.call_hook(f'after_{s}_iter', batch_idx=idx, data_batch=data_batch,
-                              outputs=outputs)
-        return outputs
-
-
-class ValLoop(_EvalLoop):
-    """``mmengine.runner.ValLoop``; ``evaluator(outputs_list) -> metrics`` or None (empty metrics)."""
-
-    stage = 'val'
-
-
-class TestLoop(_EvalLoop):
-    """``mmengine.runner.TestLoop``; calls ``model.test_step``."""
-
-    stage = 'test'
 
 
 # -- the runner ----------------------------------------------------------------
@@ -701,7 +332,8 @@ class Runner:
 
     # -- checkpoints ------------------------------------------------------------
     def load_or_resume(self) -> None:
-        """Once per runner: resume (explicit or auto) or load weights (RUNNER_SPEC C.7)."""
+        """Once per runner: resume (explicit or auto) or load weights
+        (docs/runner-behaviour.md#mmengine-resume)."""
         if self._has_loaded:
             return
         resume_from = None

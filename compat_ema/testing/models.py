@@ -1,7 +1,7 @@
 """The tiny model and data used by the harness, the recorded traces and the examples.
 
 :class:`TinyModel` is ``Linear(4, 3)`` followed by ``BatchNorm1d(3)``, the
-model RUNNER_SPEC.md's experiments use. One class serves both runner styles:
+model docs/runner-behaviour.md's experiments use. One class serves both runner styles:
 
 * mmcv style: ``train_step(data, optimizer)`` returns ``dict(loss, log_vars,
   num_samples)`` and the runner's ``OptimizerHook`` does backward and step;

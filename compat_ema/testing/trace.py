@@ -4,7 +4,7 @@ A :class:`Trace` is a list of :class:`TraceEntry` rows. Two recorder hooks,
 :class:`MMCVRecorder` (mmcv-style names, ``runner.inner_iter``) and
 :class:`MMEngineRecorder` (mmengine-style names, ``batch_idx``), override every
 hook method and append a row; register them at HIGHEST and LOWEST priority to
-see the state before and after the other hooks of a stage, as RUNNER_SPEC.md's
+see the state before and after the other hooks of a stage, as docs/runner-behaviour.md's
 experiments did. ``reference/gen_traces.py`` writes the same rows from the real
 runners, so traces compare with ``==``.
 

@@ -1,7 +1,8 @@
 """Helpers to train tiny models with the REAL mmcv 1.6 runners and the REAL mmengine 0.10.7 Runner.
 
 Used by test_real_runners.py (runner-level differential suite) and test_legacy_bridge.py.
-Patches only what ORACLE.md/RUNNER_SPEC name: ``time.sleep`` in the runner modules, and sets
+Patches only what docs/runner-behaviour.md#oracle-environment names: ``time.sleep`` in the runner
+modules, and sets
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in this process (mmengine 0.10.7 cannot load its own
 checkpoints under torch 2.13 otherwise).
 """
@@ -172,9 +173,11 @@ def loader(batches) -> DataLoader:
 def run_mmcv(work_dir: Path, weights, batches, hook_cfgs: Sequence[dict], *, by_epoch: bool = True,
              max_epochs: int = 2, max_iters: int = 6, workflow=(('train', 1),),
              val_batches=None, ckpt_interval: int = 1, resume: Optional[str] = None,
-             width: int = 3, bn: bool = True, probes: Sequence[Any] = (), wrap: bool = False):
+             width: int = 3, bn: bool = True, probes: Sequence[Any] = (), wrap: bool = False,
+             meta: Optional[dict] = None):
     """Train an :class:`MMCVNet` with a real mmcv runner; hooks named in ``custom_hooks``;
-    ``wrap`` puts the model in mmcv's ``MMDataParallel`` (CPU mode)."""
+    ``wrap`` puts the model in mmcv's ``MMDataParallel`` (CPU mode); ``meta`` is the runner's
+    meta (saved in every checkpoint; mmdet's ``train_detector`` puts the config text there)."""
     import mmcv.runner as mr
     model = MMCVNet(width, bn)
     model.load_state_dict(weights)
@@ -185,7 +188,7 @@ def run_mmcv(work_dir: Path, weights, batches, hook_cfgs: Sequence[dict], *, by_
     work_dir.mkdir(parents=True, exist_ok=True)
     if by_epoch:
         runner = mr.EpochBasedRunner(model, optimizer=optimizer, work_dir=str(work_dir),
-                                     logger=QUIET, max_epochs=max_epochs)
+                                     logger=QUIET, max_epochs=max_epochs, meta=meta)
     else:
         runner = mr.IterBasedRunner(model, optimizer=optimizer, work_dir=str(work_dir),
                                     logger=QUIET, max_iters=max_iters)
@@ -241,7 +244,8 @@ def run_engine(work_dir: Path, weights, batches, custom_hooks: Sequence[Any], *,
         experiment_name=f'compat_{os.getpid()}_{next(_COUNTER)}_{uuid.uuid4().hex[:6]}',
         **kwargs)
     runner.metric = metric
-    if manual_resume is not None:  # by hand on a resume=False runner (RUNNER_SPEC C.9 gotcha);
+    # by hand on a resume=False runner (docs/runner-behaviour.md#mmengine-emahook gotcha);
+    if manual_resume is not None:
         runner.call_hook('before_run')  # the EMA hook needs its model before a checkpoint loads
         runner.resume(manual_resume)
     if train:

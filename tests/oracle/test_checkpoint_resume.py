@@ -37,14 +37,16 @@ def bits(t):
 
 def mmcv_final(runner):
     """(raw, ema, buffers) of a finished mmcv epoch run: after the last after_train_epoch swap
-    the parameters hold the EMA and the ema_* buffers the raw weights (RUNNER_SPEC A.11)."""
+    the parameters hold the EMA and the ema_* buffers the raw weights
+    (docs/runner-behaviour.md#mmcv-emahook)."""
     sd = runner.model.state_dict()
     return ({k: sd[ema_name(k)] for k in PARAMS}, {k: sd[k] for k in PARAMS},
             {k: sd[k] for k in BUFFERS})
 
 
 def engine_final(runner):
-    """(raw, ema, buffers) of a finished mmengine run: the model holds raw weights (C.9)."""
+    """(raw, ema, buffers) of a finished mmengine run: the model holds raw weights
+    (docs/runner-behaviour.md#mmengine-emahook)."""
     sd = runner.model.state_dict()
     ema = ema_hook_of(runner).ema_model.module.state_dict()
     return {k: sd[k] for k in PARAMS}, {k: ema[k] for k in PARAMS}, {k: sd[k] for k in BUFFERS}
@@ -145,7 +147,8 @@ def test_mmdet_to_mmengine_resume_keeps_averaged_buffers(real_runners, data, tmp
     assert any('stale integer copy' in e for e in res.evidence)   # side detected, not assumed
     sd = full.model.state_dict()
     float_keys = PARAMS + ['bn.running_mean', 'bn.running_var']
-    # priority 49: after training the model holds EMA, ema_* the raw values (swap, B.4)
+    # priority 49: after training the model holds EMA, ema_* the raw values (swap,
+    # docs/runner-behaviour.md#mmdet-swap)
     ema_ref = {k: sd[k] for k in float_keys}
     raw_ref = {k: sd[ema_name(k)] for k in float_keys}
 

@@ -19,6 +19,6 @@ def test_demo_and_schedule_plots(tmp_path, capsys):
     assert cli(['schedule', 'mmdet.ExpMomentumEMAHook()', '--iters', '100', '--plot',
                 str(out)]) == 0
     assert out.read_bytes()[:4] == b'\x89PNG'
-    assert cli(['schedule', 'mmcv.EMAHook()', '--plot', str(out)]) == 2  # exists, no --force
+    assert cli(['schedule', 'mmcv.EMAHook()', '--plot', str(out)]) == 1  # exists, no --force
     assert '--force' in capsys.readouterr().err
     assert cli(['schedule', 'mmcv.EMAHook()', '--plot', str(out), '--force']) == 0

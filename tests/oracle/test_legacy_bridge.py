@@ -154,7 +154,8 @@ def _check(res, check_ckpt_from: int = 1) -> None:
     for e in range(check_ckpt_from, n + 1):
         mm, en = load(mm_dir / f'epoch_{e}.pth'), load(en_dir / f'epoch_{e}.pth')
         mm_sd = mm['state_dict']
-        if priority == 'NORMAL':  # saved before the swap: the EMA is in ema_* (RUNNER_SPEC A.11)
+        # saved before the swap: the EMA is in ema_* (docs/runner-behaviour.md#mmcv-emahook)
+        if priority == 'NORMAL':
             mm_ema = {k: mm_sd['ema_' + k.replace('.', '_')] for k in keys}
         else:  # 49: saved after the swap: the EMA is in the model's own keys
             mm_ema = {k: mm_sd[k] for k in keys}
@@ -201,7 +202,8 @@ def test_bridge_iter_based(real_runners, tmp_path, case, engine_hook):
     """mmcv IterBasedRunner (which never swaps) run straight through, vs mmengine's
     IterBasedTrainLoop stopped at iteration 4 and resumed (resume=True) to 7: same EMA after every
     iteration and in iter_6.pth. (mmcv's own iter-based resume needs CUDA in mmcv 1.6.0's
-    IterBasedRunner.resume, ORACLE.md, so the legacy side is not interrupted.)"""
+    IterBasedRunner.resume, docs/runner-behaviour.md#mmcv-resume, so the legacy side is not
+    interrupted.)"""
     hook_type, ema_type, kwargs, priority = CASES[case]
     MMCVProbe, EngineProbe = _probes()
     common = dict(weights=make_weights(3, True, 31), batches=make_batches(3, 31), by_epoch=False)

@@ -12,7 +12,8 @@ upstream hooks inside the same real runners (issue 3 part 2, issue 5 acceptance 
 Every saved checkpoint file is compared key by key, tensors bitwise (only the timestamps, the
 experiment name and mmengine's message hub, which holds timings, are skipped), then the final
 model, the EMA state and what validation/test evaluated. Seeded random models and configs
-(``COMPAT_EMA_RUNNER_CASES`` per runner family), plus named scenarios for RUNNER_SPEC's rows:
+(``COMPAT_EMA_RUNNER_CASES`` per runner family), plus named scenarios for the rows of
+docs/runner-behaviour.md:
 priority 49 vs NORMAL, every resume path, update_buffers, begin_iter/begin_epoch, val/test swaps.
 """
 from __future__ import annotations
@@ -111,7 +112,8 @@ def _std(seed=3, width=3):
 
 @pytest.mark.parametrize('kind', sorted(MMCV_KINDS))
 def test_mmcv_priority_49_vs_normal(real_runners, tmp_path, kind):
-    """RUNNER_SPEC A.11/B.5: at 49 epoch_N.pth holds EMA in the params, at NORMAL raw."""
+    """docs/runner-behaviour.md#mmcv-emahook, #mmdet-checkpoint: at 49 epoch_N.pth holds EMA in
+    the params, at NORMAL raw."""
     args = dict(momentum=0.3, interval=1, warm_up=2, skip_buffers=False, total_iter=5)
     saved = {}
     for priority in (49, 'NORMAL'):
@@ -131,7 +133,8 @@ def test_mmcv_priority_49_vs_normal(real_runners, tmp_path, kind):
     ('exp', 'NORMAL', 'runner'), ('base', 49, 'hook'),
 ])
 def test_mmcv_resume_paths(real_runners, tmp_path, kind, priority, path):
-    """RUNNER_SPEC B.6: hook-level resume_from vs runner.resume() before run, both priorities."""
+    """docs/runner-behaviour.md#resume-matrix: hook-level resume_from vs runner.resume() before
+    run, both priorities."""
     args = dict(momentum=0.25, interval=2, warm_up=3, skip_buffers=False, total_iter=4)
     std = _std(5)
     _mmcv_pair(tmp_path, 'first', kind, args, priority, max_epochs=1, **std)
@@ -235,7 +238,8 @@ _EMA = dict(ema_type='ExponentialMovingAverage', momentum=0.3)
 @pytest.mark.parametrize('update_buffers', [False, True])
 @pytest.mark.parametrize('by_epoch', [True, False])
 def test_engine_update_buffers_and_val_swaps(real_runners, tmp_path, update_buffers, by_epoch):
-    """C.9: val swaps (params, plus buffers with update_buffers); checkpoints state_dict = EMA."""
+    """docs/runner-behaviour.md#mmengine-emahook: val swaps (params, plus buffers with
+    update_buffers); checkpoints state_dict = EMA."""
     runners, dirs = _engine_pair(
         tmp_path, 'ub', dict(_EMA, update_buffers=update_buffers), by_epoch=by_epoch,
         max_epochs=2, max_iters=5, val_interval=2, val_batches=make_batches(2, 4), **_std(11))
@@ -255,7 +259,8 @@ def test_engine_begin_iter_epoch(real_runners, tmp_path, begin):
 @pytest.mark.parametrize('by_epoch', [True, False])
 @pytest.mark.parametrize('path', ['auto', 'load_from+resume', 'load_from', 'manual'])
 def test_engine_resume_paths(real_runners, tmp_path, by_epoch, path):
-    """C.7/C.9: resume=True (auto and with load_from), load_from only, runner.resume() by hand."""
+    """docs/runner-behaviour.md#mmengine-resume/#mmengine-emahook: resume=True (auto and with
+    load_from), load_from only, runner.resume() by hand."""
     std = _std(13)
     hook_kw = dict(ema_type='MomentumAnnealingEMA', momentum=0.01, gamma=4, interval=2)
     ckpt = None if by_epoch else dict(type='CheckpointHook', interval=2, by_epoch=False)
@@ -276,7 +281,8 @@ def test_engine_resume_paths(real_runners, tmp_path, by_epoch, path):
 
 
 def test_engine_train_then_test_and_standalone_test(real_runners, tmp_path):
-    """C.9 gotchas: test() after train() rebuilds the EMA (evaluates raw); a fresh test() with
+    """docs/runner-behaviour.md#mmengine-emahook gotchas: test() after train() rebuilds the EMA
+    (evaluates raw); a fresh test() with
     load_from of an EMA checkpoint evaluates the EMA weights."""
     std = _std(14)
     runners, _ = _engine_pair(tmp_path, 'tt', _EMA, max_epochs=2, test_batches=make_batches(2, 5),
@@ -291,7 +297,8 @@ def test_engine_train_then_test_and_standalone_test(real_runners, tmp_path):
 @pytest.mark.parametrize('priority', [49, 'NORMAL', 'LOWEST'])
 @pytest.mark.parametrize('by_epoch', [True, False])
 def test_engine_priorities(real_runners, tmp_path, priority, by_epoch):
-    """C.5: LOWEST runs after CheckpointHook (VERY_LOW): the checkpoint is written before that
+    """docs/runner-behaviour.md#mmengine-hooks: LOWEST runs after CheckpointHook (VERY_LOW): the
+    checkpoint is written before that
     iteration's EMA update; 49 and NORMAL run before it."""
     ckpt = None if by_epoch else dict(type='CheckpointHook', interval=2, by_epoch=False)
     _, dirs = _engine_pair(tmp_path, 'prio', dict(_EMA, priority=priority), by_epoch=by_epoch,
@@ -302,7 +309,8 @@ def test_engine_priorities(real_runners, tmp_path, priority, by_epoch):
 
 
 def test_engine_resume_without_ema_state_dict(real_runners, tmp_path):
-    """C.9: resuming a checkpoint written without EMAHook warns and seeds the EMA from
+    """docs/runner-behaviour.md#mmengine-emahook: resuming a checkpoint written without EMAHook
+    warns and seeds the EMA from
     state_dict, steps restarting at 0."""
     std = _std(16)
     for side in ('real', 'compat'):

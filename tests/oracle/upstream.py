@@ -1,4 +1,5 @@
-"""Load the real upstream EMA code (oracle env only), with ORACLE.md's workarounds.
+"""Load the real upstream EMA code (oracle env only), with the workarounds of
+docs/runner-behaviour.md#oracle-environment.
 
 Never imported by compat_ema itself. ``available()`` says whether the real
 mmcv 1.6.0, mmdet 2.28.2 and mmengine 0.10.7 can be loaded here.

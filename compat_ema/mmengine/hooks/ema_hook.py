@@ -1,6 +1,6 @@
 """``mmengine.hooks.EMAHook`` (mmengine 0.10.7), reproduced bit for bit.
 
-Quirks carried (UPSTREAM_NOTES.md 11-14; RUNNER_SPEC C.9):
+Quirks carried (docs/upstream-quirks.md quirks 11-14; docs/runner-behaviour.md#mmengine-emahook):
 
 * ``before_run`` builds the averaged model (``ema_type``, default
   ``ExponentialMovingAverage``) from :data:`compat_ema.registry.MODELS`; every

@@ -1,7 +1,7 @@
 """``mmengine.model.averaged_model`` (mmengine 0.10.7), reproduced bit for bit.
 
 ``BaseAveragedModel``, ``ExponentialMovingAverage``, ``MomentumAnnealingEMA``
-and ``StochasticWeightAverage``. Quirks carried (UPSTREAM_NOTES.md 3, 14-16):
+and ``StochasticWeightAverage``. Quirks carried (docs/upstream-quirks.md quirks 3, 14-16):
 
 * the averaged model is a ``deepcopy`` with ``requires_grad`` off, plus a long
   buffer ``steps``; the first ``update_parameters`` call (``steps == 0``)

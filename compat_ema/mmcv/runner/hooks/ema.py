@@ -1,6 +1,6 @@
 """``mmcv.runner.hooks.EMAHook`` (mmcv 1.6.0), reproduced bit for bit.
 
-Quirks carried (UPSTREAM_NOTES.md 1-7, RUNNER_SPEC A.11):
+Quirks carried (docs/upstream-quirks.md quirks 1-7, docs/runner-behaviour.md#mmcv-emahook):
 
 * ``momentum`` is stored as ``momentum ** interval``: a larger interval makes
   the per-update momentum *smaller* (0.0002 at interval 4 is 1.6e-15).

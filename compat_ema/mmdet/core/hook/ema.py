@@ -1,7 +1,8 @@
 """``mmdet.core.hook.ema`` (mmdet 2.28.2): BaseEMAHook, ExpMomentumEMAHook,
 LinearMomentumEMAHook, reproduced bit for bit.
 
-Quirks carried (UPSTREAM_NOTES.md 2, 3, 6-9; RUNNER_SPEC B.1-B.6):
+Quirks carried (docs/upstream-quirks.md quirks 2, 3, 6-9; docs/runner-behaviour.md#mmdet-classes,
+#mmdet-before-run, #mmdet-update, #mmdet-swap, #mmdet-checkpoint, #resume-matrix):
 
 * updates happen when ``(runner.iter + 1) % interval == 0`` (iterations k-1,
   2k-1, ...), unlike mmcv's ``iter % interval``; the momentum is *not* raised
@@ -17,7 +18,7 @@ Quirks carried (UPSTREAM_NOTES.md 2, 3, 6-9; RUNNER_SPEC B.1-B.6):
   update, as upstream); ``BaseEMAHook`` is not registered, as upstream.
 * ``resume_from`` resumes inside ``before_run``; the runner-level
   ``resume_from`` runs before it and drops the ``ema_*`` keys (the resume
-  matrix in RUNNER_SPEC B.6; see :mod:`compat_ema.doctor`).
+  matrix in docs/runner-behaviour.md#resume-matrix; see :mod:`compat_ema.doctor`).
 """
 from __future__ import annotations
 
