@@ -17,6 +17,7 @@ import torch
 from compat_ema.checkpoint import convert, export_ema, inspect
 from compat_ema.checkpoint.errors import CheckpointError
 from compat_ema.cli import main
+from compat_ema.commands import REFUSED
 from compat_ema.migrate.configparse import parse_source
 from compat_ema.migrate.core import migrate_config
 from compat_ema.migrate.gan import flip
@@ -77,7 +78,7 @@ def test_migrate_native_refuses_what_mmagic_cannot_take(configs):
                    "interp_cfg=dict(momentum=1.0))]\n")
     with pytest.raises(ValueError, match='mmagic needs 0 < 1 - momentum < 1'):
         migrate_config(str(bad), mode='native')
-    assert main(['migrate', '--native', str(bad)]) == 2
+    assert main(['migrate', '--native', str(bad)]) == REFUSED
     migrate_config(str(bad), mode='exact')  # the legacy hook takes any momentum, as mmedit did
 
 
@@ -86,7 +87,7 @@ def test_migrate_rejects_unknown_keys(configs):
     bad.write_text("total_iters = 10\ncheckpoint_config = dict(interval=5)\ncustom_hooks = [dict("
                    "type='ExponentialMovingAverageHook', module_keys='generator_ema', "
                    "interp_cfg=dict(beta=0.9))]\n")
-    assert main(['migrate', '--exact', str(bad)]) == 2
+    assert main(['migrate', '--exact', str(bad)]) == REFUSED
 
 
 def test_flip_writes_config_values():

@@ -20,9 +20,11 @@ from .formats import COMPAT_KEY, EMACheckpoint, parse
 from .safe_load import load
 from .writers import atomic_save, to_legacy, to_mmengine
 
-__all__ = ['read', 'convert', 'build', 'check_strict', 'Result', 'TARGETS']
+__all__ = ['read', 'convert', 'build', 'check_strict', 'Result', 'TARGETS', 'GAN_TARGETS']
 
-TARGETS = ('mmcv', 'mmdet', 'mmengine', 'mmedit', 'mmagic')
+TARGETS = ('mmcv', 'mmdet', 'mmengine')
+#: the GAN/restoration family (:mod:`.gan`): EMA in a ``<name>_ema`` sub-module
+GAN_TARGETS = ('mmedit', 'mmagic')
 
 
 @dataclass
@@ -102,13 +104,13 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
     'mmedit' / 'mmagic': the GAN family (:mod:`.gan`; ``ema_config``: write mmagic
     ``BaseGAN(ema_config=...)``'s averaged-model keys instead of the hook's).
     """
-    if to not in TARGETS:
-        raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
+    if to not in TARGETS + GAN_TARGETS:
+        raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS + GAN_TARGETS}')
     src = Path(src)
     dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
     raw = load(src, trust=trust)
     layout = gan.detect(raw, src.name)
-    if to in ('mmedit', 'mmagic') or layout is not None:
+    if to in GAN_TARGETS or layout is not None:
         return _convert_gan(raw, layout, src, dst, to, force, ema_config)
     ck = parse_loaded(raw, src, model_keys=model_keys, priority=source_priority,
                       by_epoch=by_epoch)
