@@ -92,6 +92,7 @@ def test_migrate_rejects_unknown_keys(configs):
 
 def test_flip_writes_config_values():
     assert flip(0.999) == 0.001 and flip(0.0) == 1.0 and flip(0.9) == 0.1
+    assert flip(0.9999) == 0.0001 and flip(0.995) == 0.005
 
 
 def test_schedule_explains_both_conventions(configs, capsys):

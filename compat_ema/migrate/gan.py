@@ -119,8 +119,9 @@ def classify_gan(entry: Any, generation: Optional[str] = None) -> Optional[GanSp
 
 
 def flip(value: float) -> float:
-    """``1 - value`` written as a config would write it (15 significant digits)."""
-    return float(f'{1.0 - value:.15g}')
+    """``1 - value`` as a config would write it (12 significant digits: 0.9999 -> 0.0001, not
+    9.9999999999989e-05; the last-bit difference is below what --native changes anyway)."""
+    return float(f'{1.0 - value:.12g}')
 
 
 def map_gan_exact(spec: GanSpec) -> MappedEntry:
