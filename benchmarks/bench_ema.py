@@ -27,6 +27,14 @@ noise hits every column alike), median of ``--repeat`` calls:
   state dict, BN buffers included) and mmengine ``EMAHook``, each after two updates (as
   in training, where evaluation follows training iterations).
 
+``--load N`` starts N busy processes (a Python spin loop each) for the whole run: the
+loaded rows, as in training, where data loading and other jobs hold cores. The load
+average (``/proc/loadavg``) is printed next to each table.
+
+``--components`` prints instead the fast path's component table: each component
+switched off alone (the rest on), compat fast only, against everything on, interleaved
+in one run; the ratio is ``off / on`` (> 1: the component gains that much there).
+
 ``--memory`` adds the extra memory of each implementation, measured in a fresh
 subprocess per (work, implementation): the EMA state created by ``before_run``
 (or the averaged model) and the peak transient memory of 3 updates and 2 swaps
@@ -35,6 +43,8 @@ subprocess per (work, implementation): the EMA state created by ``before_run``
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import math
 import os
@@ -54,7 +64,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'oracle'))
 
-from compat_ema.core import kernels  # noqa: E402
+from compat_ema.core import batching, flat, kernels, structure, swap  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- models
@@ -268,6 +278,112 @@ def measure_model(model_name: str, device: str, repeat: int, works: List[str], u
     return dict(model=model_name, tensors=n_tensors, params=n_params, floor_ms=floor, rows=rows)
 
 
+# ----------------------------------------------------------------------------- load
+
+_BUSY: List[subprocess.Popen] = []
+
+
+def start_load(n: int) -> None:
+    """Start ``n`` busy processes (one Python spin loop each), stopped when this one exits."""
+    for _ in range(n):
+        _BUSY.append(subprocess.Popen([sys.executable, '-c', 'while True: pass']))
+    atexit.register(stop_load)
+    time.sleep(0.5)
+
+
+def stop_load() -> None:
+    while _BUSY:
+        proc = _BUSY.pop()
+        proc.kill()
+        proc.wait()
+
+
+def loadavg() -> str:
+    try:
+        with open('/proc/loadavg') as f:
+            return ' '.join(f.read().split()[:3])
+    except OSError:
+        return 'n/a'
+
+
+# ----------------------------------------------------------------------------- components
+
+#: component -> settings that switch it off: (module, attribute, value); applied while the
+#: work is set up and around every call, restored after.
+COMPONENTS = {
+    'flat buffer': [(flat, 'FLAT_MAX_NUMEL', 0)],
+    'grain-size chunks': [(batching, 'GRAIN_SIZE', 1 << 62)],
+    'cache-sized batches': [(batching, 'BATCH_BYTES', 1 << 62)],
+    'storage exchange': [(kernels, 'set_exchange_swap', False)],
+    'exchange memo': [(swap, 'EXCHANGE_MEMO', False)],
+    'walk snapshots': [(structure, 'ENABLED', False)],
+}
+
+
+@contextlib.contextmanager
+def switched(settings):
+    saved = []
+    for mod, attr, value in settings:
+        if attr == 'set_exchange_swap':
+            saved.append((mod, attr, kernels.exchange_swap_enabled()))
+            kernels.set_exchange_swap(value)
+        else:
+            saved.append((mod, attr, getattr(mod, attr)))
+            setattr(mod, attr, value)
+    try:
+        yield
+    finally:
+        for mod, attr, value in reversed(saved):
+            if attr == 'set_exchange_swap':
+                kernels.set_exchange_swap(value)
+            else:
+                setattr(mod, attr, value)
+
+
+def within(fn: Callable[[], None], settings) -> Callable[[], None]:
+    def call():
+        with switched(settings):
+            fn()
+    return call
+
+
+COMPONENT_WORKS = ['mmcv update', 'mmdet Exp update', 'mmengine EMA update', 'mmcv swap',
+                   'mmengine swap']
+
+
+def measure_components(model_name: str, repeat: int, works: List[str]) -> dict:
+    """``{work: {variant: median ms}}``: 'all on' and '<component> off' for each component."""
+    torch.manual_seed(0)
+    rows = {}
+    for work in works:
+        calls = {}
+        for label, settings in [('all on', [])] + [(f'{c} off', s) for c, s in COMPONENTS.items()]:
+            model = MODELS[model_name]('cpu')
+            with warnings.catch_warnings(), switched(settings):
+                warnings.simplefilter('ignore')
+                fn = make_work(work, compat_classes(), model)
+            calls[label] = within(with_fast(fn, True), settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            rows[work] = time_round_robin(calls, repeat, 'cpu')
+        del calls
+    return dict(model=model_name, rows=rows)
+
+
+def report_components(res: dict, meta: dict) -> str:
+    names = list(COMPONENTS)
+    lines = [f"### {res['model']}: compat fast, each component off alone (off / all on; > 1: it gains)",
+             f"(threads {meta['threads']}, {meta['load']}, load average {res.get('loadavg', 'n/a')})", '',
+             '| work | all on ms | ' + ' | '.join(names) + ' |',
+             '|---|---|' + '---|' * len(names)]
+    for work, row in res['rows'].items():
+        on = row['all on']
+        lines.append(f'| {work} | {on:.3f} | ' + ' | '.join(
+            fmt_ratio(row[f'{c} off'], on) for c in names) + ' |')
+    lines.append('')
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- memory
 
 def _rss_bytes() -> int:
@@ -353,9 +469,10 @@ def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
 
 def report(results: List[dict], meta: dict) -> str:
     lines = [f"machine: {meta['machine']}; torch {meta['torch']}; device {meta['device']}; "
-             f"threads {meta['threads']}; median of {meta['repeat']}; {meta['date']}", '']
+             f"threads {meta['threads']}; {meta['load']}; median of {meta['repeat']}; {meta['date']}", '']
     for res in results:
-        lines.append(f"### {res['model']} ({res['tensors']} tensors, {res['params']:,} floats)")
+        lines.append(f"### {res['model']} ({res['tensors']} tensors, {res['params']:,} floats; "
+                     f"load average {res.get('loadavg', 'n/a')})")
         lines.append('')
         lines.append(f"floor (one flat in-place add_, 2 reads + 1 write): {res['floor_ms']:.3f} ms")
         lines.append('')
@@ -391,6 +508,10 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     parser.add_argument('--memory', action='store_true', help='also measure extra memory (subprocesses)')
     parser.add_argument('--json', default=None, help='write the raw results here')
+    parser.add_argument('--load', type=int, default=0, metavar='N',
+                        help='start N busy processes for the run (the loaded rows)')
+    parser.add_argument('--components', action='store_true',
+                        help="the fast path's component on/off table instead (compat fast only)")
     parser.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -409,12 +530,32 @@ def main(argv=None) -> int:
     meta = dict(machine=f'{platform.node()} {dev_name} ({os.cpu_count()} cpus)', torch=torch.__version__,
                 device=args.device, threads=torch.get_num_threads(), repeat=args.repeat,
                 date=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-                upstream=up is not None)
+                upstream=up is not None,
+                load=f'{args.load} busy processes' if args.load else 'no added load')
+    if args.load:
+        start_load(args.load)
+    if args.components:
+        out = []
+        cworks = [w for w in works if w in COMPONENT_WORKS] if args.works != ','.join(WORKS) \
+            else COMPONENT_WORKS
+        for name in [m.strip() for m in args.models.split(',') if m.strip()]:
+            before = loadavg()
+            res = measure_components(name, args.repeat, cworks)
+            res['loadavg'] = f'{before} -> {loadavg()}'
+            out.append(res)
+            print(report_components(res, meta), flush=True)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(dict(meta=meta, components=out), f, indent=1)
+        stop_load()
+        return 0
     results = []
     for name in [m.strip() for m in args.models.split(',') if m.strip()]:
         if name not in MODELS:
             parser.error(f'unknown model {name!r}; known: {list(MODELS)}')
+        before = loadavg()
         res = measure_model(name, args.device, args.repeat, works, up)
+        res['loadavg'] = f'{before} -> {loadavg()}'
         if args.memory:
             impls = (['upstream'] if up is not None else []) + ['compat fast', 'compat faithful']
             res['memory'] = measure_memory(name, args.device, impls)
@@ -426,6 +567,7 @@ def main(argv=None) -> int:
         with open(args.json + '.tmp', 'w') as f:
             json.dump(dict(meta=meta, results=results), f, indent=1)
         os.replace(args.json + '.tmp', args.json)
+    stop_load()
     return 0
 
 

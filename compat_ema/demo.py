@@ -106,7 +106,7 @@ def run_generation(name: str, hook, epochs: int, iters_per_epoch: int, seed: int
                 ema = hook.ema_model.module.head.weight[0, 0].item()
             else:
                 hook.after_train_iter(runner)
-                ema = model.ema_head_weight[0, 0].item()
+                ema = model.ema_head_weight[0, 0].item()  # type: ignore[index]
             rows.append((loss.item(), raw, used, ema))
         if name != 'mmengine':
             hook.after_train_epoch(runner)

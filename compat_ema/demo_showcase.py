@@ -198,8 +198,8 @@ def _artefacts(name, legacy, out, lines, legacy_entry, native_entry) -> None:
     from .migrate.schedule import MatplotlibMissing, momentum_schedule, plot_schedules
     png = os.path.join(out, f'{name}_momentum.png')
     try:
-        plot_schedules({'legacy': momentum_schedule(classify(legacy_entry), 3 * EPOCHS),
-                        'native': momentum_schedule(classify(native_entry, 'mmengine'),
+        plot_schedules({'legacy': momentum_schedule(classify(legacy_entry), 3 * EPOCHS),  # type: ignore[arg-type]
+                        'native': momentum_schedule(classify(native_entry, 'mmengine'),  # type: ignore[arg-type]
                                                     3 * EPOCHS)},
                        png, title=f'{name}: effective momentum per iteration')
         lines.append(f'  plot: {os.path.relpath(png)}')

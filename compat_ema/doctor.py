@@ -244,7 +244,7 @@ def diagnose_runner(runner: Any) -> List[Finding]:
         if not isinstance(hook, (EMAHook, BaseEMAHook)):
             continue
         interval = getattr(hook, 'interval', 1)
-        for f in _mmcv_rules(type(hook).__name__, int(hook.priority), hook.checkpoint is not None,
+        for f in _mmcv_rules(type(hook).__name__, int(hook.priority), hook.checkpoint is not None,  # type: ignore[union-attr]
                              runner_resume, iter_runner, interval):
             if f.severity == 'warning':
                 out.append(f)
@@ -261,7 +261,7 @@ def _literal(node: ast.AST) -> Any:
     if isinstance(node, ast.Tuple):
         return tuple(_literal(e) for e in node.elts)
     if isinstance(node, ast.Dict):
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
     return ast.literal_eval(node)
 
 
@@ -308,7 +308,7 @@ def _guard_base():
     return Hook
 
 
-class EMAGuardHook(_guard_base()):
+class EMAGuardHook(_guard_base()):  # type: ignore[misc]
     """Opt-in mmcv-style hook: at ``before_run`` warn (:class:`EMASetupWarning`) about E101-E105.
 
     Register it at HIGHEST priority so it runs before the EMA hooks'

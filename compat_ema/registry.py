@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type, Union
 
 __all__ = ['Registry', 'HOOKS', 'MODELS', 'default_scope', 'current_scope', 'in_subtree',
            'build_hook', 'SCOPES']
@@ -154,7 +154,7 @@ class Registry:
     def known_names(self) -> List[str]:
         """Every registered name, scoped (``'mmdet.ExpMomentumEMAHook'``)."""
         self._import_all()
-        out = []
+        out: List[str] = []
         for scope, child in sorted(self.root.children.items()):
             out.extend(f'{scope}.{k}' for k in sorted(child._module_dict))
         return out

@@ -48,6 +48,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+#: torch.load(weights_only=False) on torch >= 1.13; torch 1.8-1.12 have no such keyword
+_FULL_LOAD = {'weights_only': False} if 'weights_only' in __import__('inspect').signature(torch.load).parameters else {}
+
 # -- scenarios -------------------------------------------------------------------
 
 MMCV_EMA = dict(type='EMAHook', momentum=0.5, warm_up=4)
@@ -237,7 +240,11 @@ def _hexf(value) -> str:
 def _digest(t: torch.Tensor) -> str:
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype}{tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    # a same-size integer view: the same bytes, and torch < 1.11 cannot view as uint8
+    flat = t.reshape(-1)
+    if flat.dtype.is_floating_point:
+        flat = flat.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
+    h.update(flat.numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()[:16]
 
 
@@ -487,8 +494,7 @@ def _phase(spec, work_dir, resume=None) -> Dict[str, Any]:
         if name == 'latest.pth':
             latest = os.readlink(full) if os.path.islink(full) else name
         elif name.endswith('.pth') and os.path.isfile(full):
-            checkpoints[name] = _summarize_ckpt(torch.load(full, map_location='cpu',
-                                                           weights_only=False))
+            checkpoints[name] = _summarize_ckpt(torch.load(full, map_location='cpu', **_FULL_LOAD))
     hooks = []
     for h in runner.hooks:
         prio = h.priority

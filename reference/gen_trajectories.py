@@ -57,6 +57,18 @@ def _checked(hook):
     return hook
 
 
+def _write_error(case: dict, versions: dict, exc: BaseException, target: Path) -> Path:
+    """``<case>.error.json``: the exception the real upstream raised driving ``case``."""
+    import json
+    path = target / f"{case['name']}.error.json"
+    target.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({'case': case, 'recorded_with': dict(versions, device='cpu'),
+                                'error': f'{type(exc).__name__}: {exc}',
+                                'generator': 'reference/gen_trajectories.py'},
+                               indent=1, sort_keys=True) + '\n')
+    return path
+
+
 def main(out_dir: Path) -> List[Path]:
     """Write ``out_dir/<case>.pt`` for every case (``reference/trajectories``); return the paths."""
     import upstream
@@ -72,7 +84,13 @@ def main(out_dir: Path) -> List[Path]:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
             for case in cases.CASES:
-                labels, snaps = cases.drive(case, lambda c: _checked(make_upstream_hook(c)))
+                try:
+                    labels, snaps = cases.drive(case, lambda c: _checked(make_upstream_hook(c)))
+                except RuntimeError as exc:
+                    # the upstream itself fails on this torch (mmengine's lerp_ on a dtype
+                    # whose CPU lerp_ this torch lacks): record what it raised, not a trajectory
+                    written.append(_write_error(case, versions, exc, target))
+                    continue
                 meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
                         'generator': 'reference/gen_trajectories.py'}
                 written.append(write_atomic(pack_trajectory(labels, snaps, meta),
@@ -80,7 +98,7 @@ def main(out_dir: Path) -> List[Path]:
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     names = {p.name for p in written}
-    for stale in sorted(target.glob('*.pt')):
+    for stale in sorted(list(target.glob('*.pt')) + list(target.glob('*.error.json'))):
         if stale.name not in names:
             stale.unlink()
             print(f'gen_trajectories: removed stale {stale}')

@@ -9,6 +9,17 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'oracle'))
 
+if not hasattr(torch.testing, 'assert_close'):   # torch 1.8 (assert_close arrived in 1.9)
+    def _assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False,
+                      check_dtype=True, msg=None):
+        """The part of ``torch.testing.assert_close`` the tests use, on torch 1.8."""
+        if check_dtype:
+            assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype, msg)
+        torch.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
+                                      equal_nan=equal_nan, msg=msg or '')
+
+    torch.testing.assert_close = _assert_close
+
 
 def _oracle_available() -> bool:
     try:

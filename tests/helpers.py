@@ -1,13 +1,16 @@
 """Small test helpers: a fake runner, tiny models and a float64 reference EMA."""
 from __future__ import annotations
 
+import json
 import math
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
 from compat_ema.core.runner import SimpleRunner
+from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY, lerp_implemented
 
 
 class FakeRunner(SimpleRunner):
@@ -50,6 +53,19 @@ def ema64(values: List[torch.Tensor], momenta: List[Optional[float]], init: torc
     return e
 
 
+def torch_load(f, weights_only: bool = False, **kwargs):
+    """``torch.load(f, weights_only=...)`` on every torch >= 1.8 (the keyword exists from
+    torch 1.13): ``weights_only=True`` reads with torch's weights-only unpickler, or on
+    older torch with compat_ema's restricted one holding torch's allowlist only
+    (``compat_ema.checkpoint.safe_load.load_weights_only``); ``False`` is a full unpickle."""
+    if weights_only:
+        from compat_ema.checkpoint.safe_load import load_weights_only
+        return load_weights_only(f, **kwargs)
+    if LOAD_WEIGHTS_ONLY:
+        kwargs['weights_only'] = False
+    return torch.load(f, **kwargs)
+
+
 def _weights_only_reads_floats() -> bool:
     """torch 1.13's weights-only unpickler has no BINFLOAT opcode ("Unsupported operand 71"):
     any checkpoint holding a Python float (optimizer lr, meta) fails there. Trusted test
@@ -59,10 +75,64 @@ def _weights_only_reads_floats() -> bool:
     torch.save({'lr': 0.5}, buf)
     buf.seek(0)
     try:
-        torch.load(buf, weights_only=True)
+        torch_load(buf, weights_only=True)
     except Exception:
         return False
     return True
 
 
 WEIGHTS_ONLY_READS_FLOATS = _weights_only_reads_floats()
+
+
+def _bn_counts_in_place() -> bool:
+    """Whether ``BatchNorm`` counts batches in place (``num_batches_tracked.add_(1)``: torch
+    1.12.1 and later) or rebinds the buffer to a new tensor (``self.num_batches_tracked =
+    self.num_batches_tracked + 1``: torch 1.8.1 and 1.10.2). Rebinding leaves behind the tensor
+    that mmdet's ``BaseEMAHook`` took from ``model.state_dict()`` in ``before_run``: its
+    swaps then exchange the stale counter (0) with the EMA entry and never touch the live
+    one, so on those torch versions the real mmdet 2.28.2 leaves (live, EMA) counters at
+    (n, 0) where newer torch gives (0, n) (recorded from the real upstream on torch 1.8.1:
+    reference/torch18/traces). compat_ema reproduces both, because it follows the same
+    tensors."""
+    bn = torch.nn.BatchNorm1d(1)
+    before = bn.num_batches_tracked
+    bn(torch.zeros(2, 1))
+    return bn.num_batches_tracked is before
+
+
+BN_COUNTS_IN_PLACE = _bn_counts_in_place()
+
+
+def resume_comparable(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """What an uninterrupted and a resumed legacy run can be compared on: everything on
+    newer torch; without the BatchNorm counters on torch 1.8-1.10, where the mmdet
+    hooks track a counter that BatchNorm has since replaced (:data:`BN_COUNTS_IN_PLACE`),
+    so the EMA-side counter of a resumed run (which tracks the live counter again from
+    its ``before_run``) differs from the uninterrupted one. Floating entries are unaffected."""
+    if BN_COUNTS_IN_PLACE:
+        return sd
+    return type(sd)((k, v) for k, v in sd.items() if 'num_batches_tracked' not in k)
+
+
+TORCH18 = Path(__file__).resolve().parents[1] / 'reference' / 'torch18'
+
+
+def replay_or_upstream_error(case: dict, run: Callable[[], Any]) -> Optional[Any]:
+    """``run()`` (a replay of a ``reference/cases.py`` case); where this torch's CPU
+    ``lerp_`` lacks the case's dtype (bfloat16 in torch 1.8-1.12), the real mmengine
+    ``ExponentialMovingAverage`` raises on its first update instead of recording a
+    trajectory (``reference/torch18/<case>.error.json``, recorded on torch 1.8.1), so
+    compat_ema must raise the same ``RuntimeError``: returns None then. Any other error,
+    or this one on a torch whose lerp_ has the dtype, fails the test."""
+    if lerp_implemented(getattr(torch, case['dtype'])):
+        return run()
+    try:
+        return run()
+    except RuntimeError as exc:
+        got = f'RuntimeError: {exc}'
+        if 'lerp' not in got or 'not implemented' not in got:
+            raise
+        recorded = TORCH18 / f"{case['name']}.error.json"
+        assert recorded.is_file(), f"{case['name']}: {got}, but the real upstream ran this case"
+        assert json.loads(recorded.read_text())['error'] == got
+        return None

@@ -18,7 +18,8 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
-from helpers import WEIGHTS_ONLY_READS_FLOATS
+from compat_ema.core.torch_features import bits_view
+from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
 
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 
@@ -65,7 +66,7 @@ def _fake_mmengine():
 def raw_load(path):
     """The test's own reference load: a plain full torch.load (mmengine's class faked)."""
     with _fake_mmengine():
-        return torch.load(path, map_location='cpu', weights_only=False)
+        return torch_load(path, map_location='cpu', weights_only=False)
 
 
 def ema_name(k):
@@ -73,7 +74,7 @@ def ema_name(k):
 
 
 def bits(t: torch.Tensor):
-    return t.dtype, tuple(t.shape), t.detach().reshape(-1).view(torch.uint8).tolist()
+    return t.dtype, tuple(t.shape), bits_view(t.detach().reshape(-1)).tolist()
 
 
 def assert_identical(a, b, where='ckpt'):
@@ -134,7 +135,7 @@ def test_legacy_to_mmengine_layout(name, tmp_path):
     assert ck['message_hub'] == {'log_scalars': {}, 'runtime_info': {}, 'resumed_keys': {}}
     assert_identical(raw_load(REF / name)['optimizer'], ck['optimizer'])
     # the real mmengine loads with torch's default weights_only=True: only plain types inside
-    torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
 @pytest.mark.parametrize('name', LEGACY)
@@ -204,7 +205,7 @@ def test_mmengine_to_legacy(name, target, tmp_path):
     else:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     assert 'message_hub' not in ck
-    torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
 def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
@@ -261,7 +262,7 @@ def test_export_ema(name, tmp_path):
             C.export_ema(REF / name, out)
         assert not out.exists()
         return
-    sd = torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    sd = torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     assert list(sd) == info['model_keys']
     src = raw_load(REF / name)
     if info['generation'] == 'mmengine':
@@ -308,7 +309,7 @@ def test_cli_convert_and_export(tmp_path, capsys):
                 'mmengine']) == 1
     assert 'exists' in capsys.readouterr().err
     assert cli(['export-ema', str(out), str(tmp_path / 'w.pth'), '-q']) == 0
-    w = torch.load(tmp_path / 'w.pth', weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    w = torch_load(tmp_path / 'w.pth', weights_only=WEIGHTS_ONLY_READS_FLOATS)
     _, ema, _ = legacy_sides('mmdet_epoch_p49_skip1.pth')
     assert bits(w['fc.weight']) == bits(ema['fc.weight'])
 

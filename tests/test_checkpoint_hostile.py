@@ -13,7 +13,8 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
-from helpers import WEIGHTS_ONLY_READS_FLOATS
+from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY
+from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
 
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 MMCV = REF / 'mmcv_epoch_normal.pth'
@@ -30,7 +31,7 @@ class _RunsCommand:
 
 
 def _good():
-    return torch.load(MMCV, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    return torch_load(MMCV, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
 def _no_output(tmp_path: Path, out: Path) -> None:
@@ -147,7 +148,7 @@ def test_shape_mismatch_legacy(tmp_path):
 def test_shape_mismatch_mmengine(tmp_path):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     ck['ema_state_dict']['module.bn.bias'] = torch.zeros(4)
     torch.save(ck, eng)
     out = tmp_path / 'out.pth'
@@ -186,7 +187,7 @@ def test_orphan_ema_key(tmp_path):
 def test_unexpected_keys_in_ema_state_dict(tmp_path):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     ck['ema_state_dict']['fc.weight'] = ck['ema_state_dict']['module.fc.weight']
     torch.save(ck, eng)
     with pytest.raises(C.CheckpointError,
@@ -198,7 +199,7 @@ def test_unexpected_keys_in_ema_state_dict(tmp_path):
 def test_non_tensor_values(tmp_path, where):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch.load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
     if where == 'state_dict':
         ck['state_dict']['fc.weight'] = [[0.0] * 4] * 3
         match = r"state_dict\['fc.weight'\] is a list, expected a tensor"
@@ -262,7 +263,7 @@ def test_existing_output_needs_force(tmp_path, capsys):
     assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL']) == 1
     assert out.read_bytes() == b'keep me'
     assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL', '--force']) == 0
-    assert list(torch.load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS))[0] == 'fc.weight'
+    assert list(torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS))[0] == 'fc.weight'
 
 
 def test_missing_output_directory(tmp_path):
@@ -327,8 +328,10 @@ def test_random_corruption_gives_checkpoint_errors_only(tmp_path):
             pass
 
 
-@pytest.mark.skipif(not WEIGHTS_ONLY_READS_FLOATS,
-                    reason="this torch's weights-only unpickler cannot read floats (torch 1.13)")
+@pytest.mark.skipif(not (LOAD_WEIGHTS_ONLY and WEIGHTS_ONLY_READS_FLOATS),
+                    reason="this torch's weights-only unpickler cannot read floats (torch 1.13), "
+                           "or it has none (torch < 1.13: test_forced_weights_only_env_means_"
+                           "nothing_without_weights_only)")
 def test_forced_weights_only_env(tmp_path, monkeypatch):
     """TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 makes torch refuse custom unpicklers: compat_ema then uses
     torch's own weights-only loader (mmcv files load; mmengine's HistoryBuffer is refused, with
@@ -343,6 +346,23 @@ def test_forced_weights_only_env(tmp_path, monkeypatch):
     ck['meta']['payload'] = _RunsCommand(marker)
     torch.save(ck, tmp_path / 'evil.pth')
     with pytest.raises(C.UnsafeCheckpointError, match='system'):
+        C.load(tmp_path / 'evil.pth')
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(LOAD_WEIGHTS_ONLY, reason='torch >= 1.13 honours the variable: '
+                                             'test_forced_weights_only_env')
+def test_forced_weights_only_env_means_nothing_without_weights_only(tmp_path, monkeypatch):
+    """torch < 1.13 has no weights-only loader: the variable changes nothing and compat_ema's
+    restricted unpickler still reads mmengine files inertly and refuses a command."""
+    monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '1')
+    assert list(C.load(MMCV)) == ['meta', 'state_dict', 'optimizer']
+    assert 'message_hub' in C.load(REF / 'mmengine_epoch_ema.pth')
+    marker = tmp_path / 'PWNED'
+    ck = _good()
+    ck['meta']['payload'] = _RunsCommand(marker)
+    torch.save(ck, tmp_path / 'evil.pth')
+    with pytest.raises(C.UnsafeCheckpointError, match='refused to load .*system'):
         C.load(tmp_path / 'evil.pth')
     assert not marker.exists()
 

@@ -16,17 +16,19 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
+from compat_ema.core.torch_features import bits_view
+from helpers import torch_load
 
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 MANIFEST = json.loads((REF / 'manifest.json').read_text())['files']
 
 
 def bits(t):
-    return t.dtype, tuple(t.shape), t.detach().reshape(-1).contiguous().view(torch.uint8).tolist()
+    return t.dtype, tuple(t.shape), bits_view(t.detach().reshape(-1).contiguous()).tolist()
 
 
 def load(p):
-    return torch.load(p, map_location='cpu', weights_only=True)
+    return torch_load(p, map_location='cpu', weights_only=True)
 
 
 def ema_name(k):

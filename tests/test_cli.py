@@ -11,6 +11,7 @@ import pytest
 
 from compat_ema.cli import build_parser, main as cli
 from compat_ema.commands import DONE, REFUSED, USAGE, cli_words
+from helpers import torch_load
 
 
 def _subparsers():
@@ -107,7 +108,7 @@ def test_messages_use_the_cli_words(tmp_path, capsys):
     assert '--force' in err and 'force=True' not in err and out.read_bytes() == b'keep'
     # a legacy file that does not say which runner wrote it: the hint names the CLI option
     import torch
-    ck = torch.load(src, weights_only=True)
+    ck = torch_load(src, weights_only=True)
     ck['meta'] = {k: v for k, v in ck['meta'].items() if k in ('epoch', 'iter')}
     bare = tmp_path / 'bare.pth'
     torch.save(ck, bare)

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from dist_worker import GENERATIONS, ITERS, fsdp2_available
+from helpers import resume_comparable
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(),
@@ -206,8 +207,11 @@ def test_checkpoint_from_rank0_resumes_on_both_ranks(ddp_results, name):
     because the file holds rank 0's buffers: the same as upstream's rank-0 checkpoints.
     """
     full, resumed = ddp_results[0][name]['full'], ddp_results[0][name]['resumed']
-    _assert_dicts_equal(full['ema'], resumed['ema'], f'{name} rank 0: EMA after resume')
-    _assert_dicts_equal(full['final'], resumed['final'], f'{name} rank 0: weights after resume')
+    # torch 1.8-1.10: BatchNorm counters aside (helpers.resume_comparable)
+    _assert_dicts_equal(resume_comparable(full['ema']), resume_comparable(resumed['ema']),
+                        f'{name} rank 0: EMA after resume')
+    _assert_dicts_equal(resume_comparable(full['final']), resume_comparable(resumed['final']),
+                        f'{name} rank 0: weights after resume')
     assert len(resumed['snapshots']) == ITERS  # only epoch 2 was trained again
     full, resumed = ddp_results[1][name]['full'], ddp_results[1][name]['resumed']
     _assert_dicts_equal(_param_entries(name, full['ema']), _param_entries(name, resumed['ema']),

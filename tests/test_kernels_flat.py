@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from compat_ema.core import flat as flat_mod, kernels, ownership, swap
+from helpers import torch_load
 
 WEIGHTS = [0.0002, 0.3, 0.7, 1 / 3, 0.999]
 
@@ -219,7 +220,7 @@ def test_flat_buffers_save_and_load_as_separate_values(tmp_path):
     torch.save(fresh, buf2)
     assert abs(size_flat - buf2.tell()) < 2048  # the flat storage is written once, not per tensor
     buf.seek(0)
-    loaded = torch.load(buf, weights_only=True)
+    loaded = torch_load(buf, weights_only=True)
     other = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
     for name in hook.param_ema_buffer.values():
         other.register_buffer(name, torch.zeros_like(want[name]))

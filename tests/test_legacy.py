@@ -103,7 +103,7 @@ def test_bitwise_equal_to_the_upstream_op_sequence():
         for k, p in model.named_parameters():
             ref[k].mul_(1 - m).add_(p.detach(), alpha=m)
     for k, v in ref.items():
-        assert torch.equal(avg.module.get_parameter(k), v), k
+        assert torch.equal(dict(avg.module.named_parameters())[k], v), k
 
 
 def test_skip_buffers_false_tracks_state_dict_integers_frozen():

@@ -66,9 +66,20 @@ def suite(pytester, monkeypatch):
 
 
 def _run(pytester, *args):
-    extra = ['-p', 'compat_ema.testing.pytest_plugin'] \
-        if os.environ.get('PYTEST_DISABLE_PLUGIN_AUTOLOAD') else []
-    return pytester.runpytest(*extra, '-p', 'no:cacheprovider', *args)
+    # the nested runs load the plugin by name, not by entry point: in-process, a second run
+    # can otherwise pick up entry points of whatever an earlier import put on sys.path (torch
+    # 1.10 imports pkg_resources, which adds setuptools' vendored typeguard plugin) and fail
+    # before collection; test_entry_point_is_registered checks the entry point itself
+    before = os.environ.get('PYTEST_DISABLE_PLUGIN_AUTOLOAD')
+    os.environ['PYTEST_DISABLE_PLUGIN_AUTOLOAD'] = '1'
+    try:
+        return pytester.runpytest('-p', 'compat_ema.testing.pytest_plugin',
+                                  '-p', 'no:cacheprovider', *args)
+    finally:
+        if before is None:
+            del os.environ['PYTEST_DISABLE_PLUGIN_AUTOLOAD']
+        else:
+            os.environ['PYTEST_DISABLE_PLUGIN_AUTOLOAD'] = before
 
 
 def _golden_files(pytester):

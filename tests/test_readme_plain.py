@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from helpers import BN_COUNTS_IN_PLACE
+
 README = Path(__file__).resolve().parents[1] / 'docs' / 'hooks.md'
 
 
@@ -51,7 +53,9 @@ def test_plain_pytorch_blocks_run_and_match_float64():
         # after the last after_train_epoch the model holds the EMA, ema_* the raw weights
         torch.testing.assert_close(final[key].double(), e, rtol=1e-5, atol=1e-6)
         assert torch.equal(final['ema_' + key.replace('.', '_')], states[-1][key])
-    assert int(final['1.num_batches_tracked']) == 0  # integer entries swapped, never averaged
+    # integer entries swapped, never averaged; torch 1.8-1.10 BatchNorm rebinds its counter, so the
+    # hook's swaps miss the live one (helpers.BN_COUNTS_IN_PLACE, as the real mmdet does there)
+    assert int(final['1.num_batches_tracked']) == (0 if BN_COUNTS_IN_PLACE else 10)
     assert hook.momentum == 0.0001
 
     exec(compile(block('plain-pytorch-mmengine'), 'docs/hooks.md:plain-pytorch-mmengine', 'exec'),

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from compat_ema.core import kernels
 from compat_ema.core.structure import ModuleSnapshot
+from helpers import torch_load
 
 
 def _model():
@@ -134,7 +135,7 @@ def test_pickling_the_averaged_model_leaves_the_plan_behind():
     buf = io.BytesIO()
     torch.save(ema, buf)
     buf.seek(0)
-    loaded = torch.load(buf, weights_only=False)
+    loaded = torch_load(buf, weights_only=False)
     assert '_compat_plan' not in loaded.__dict__
     for k, v in ema.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)

@@ -167,7 +167,7 @@ def _same_layout(ck: EMACheckpoint, out) -> bool:
         return False
     src = dict(ck.raw)
     for k, b in ck.ema_keys.items():
-        a_val, b_val = (ck.ema[k], ck.raw[k]) if ck.ema_in_params else (ck.raw[k], ck.ema[k])
+        a_val, b_val = (ck.ema[k], ck.raw[k]) if ck.ema_in_params else (ck.raw[k], ck.ema[k])  # type: ignore[index]
         src[k], src[b] = a_val, b_val
     same = all(sd[k] is src[k] or torch.equal(sd[k], src[k]) for k in sd)
     meta = {k: v for k, v in out['meta'].items() if k != COMPAT_KEY}

@@ -131,7 +131,7 @@ def _meta(ckpt: dict) -> Dict[str, Any]:
 def guess_param_keys(sd: Dict[str, torch.Tensor]) -> List[str]:
     """Keys that look like parameters: floating point and not a BatchNorm statistic."""
     return [k for k, v in sd.items()
-            if v.is_floating_point() and not k.rsplit('.', 1)[-1] in BUFFER_SUFFIXES]
+            if v.is_floating_point() and k.rsplit('.', 1)[-1] not in BUFFER_SUFFIXES]
 
 
 def detect_generation(ckpt: dict) -> Tuple[str, List[str]]:
@@ -144,7 +144,7 @@ def detect_generation(ckpt: dict) -> Tuple[str, List[str]]:
         keys = list(ckpt)[:8]
         raise CheckpointError(f"no 'state_dict' entry and not a flat dict of tensors (top-level "
                               f'keys: {keys}): not a checkpoint this tool knows')
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    meta: Dict[str, Any] = ckpt['meta'] if isinstance(ckpt.get('meta'), dict) else {}
     ev = []
     if 'ema_state_dict' in ckpt:
         ev.append("has 'ema_state_dict' (mmengine EMAHook.before_save_checkpoint)")

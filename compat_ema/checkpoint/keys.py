@@ -23,8 +23,8 @@ def ema_name(key: str) -> str:
 
 
 def _check_unique(keys: Sequence[str], what: str) -> None:
-    seen = set()
-    dup = [k for k in keys if k in seen or seen.add(k)]
+    seen: set = set()
+    dup = [k for k in keys if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
     if dup:
         raise CheckpointError(f'duplicate {what}: {sorted(set(dup))}')
 

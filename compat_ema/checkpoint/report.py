@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ..core.torch_features import storage_nbytes, storage_of
 from . import gan
 from .errors import CheckpointError
 from .formats import COMPAT_KEY, parse
@@ -147,9 +148,7 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
     for t in _tensors(ckpt):
         rep.num_tensors += 1
         try:
-            # torch < 2.0 has no Tensor.untyped_storage; its typed storage has the same answers
-            st = t.untyped_storage() if hasattr(t, 'untyped_storage') else t.storage()
-            storages[st.data_ptr()] = st.nbytes()
+            storages[storage_of(t).data_ptr()] = storage_nbytes(t)  # any torch >= 1.8
         except Exception:  # pragma: no cover
             pass
     rep.num_bytes = sum(storages.values())

@@ -16,7 +16,7 @@ placeholder instead and is reported. A full unpickle happens only with
 
 How: ``torch.load(pickle_module=<restricted module>, weights_only=False)``,
 whose ``Unpickler.find_class`` is the only way a pickle can reach a callable.
-This works the same on torch 1.13 to 2.13 (``torch.serialization.safe_globals``
+This works the same on torch 1.8 to 2.13 (``torch.serialization.safe_globals``
 exists only on newer torch and cannot return placeholders for unknown names).
 When ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` is set, torch refuses custom unpicklers;
 torch's own weights-only loader is used then (mmengine files are refused).
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from packaging import version as _version
 
+from ..core import torch_features as _features
 from .errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ['Opaque', 'load', 'detect_serialization', 'LEGACY_MAGIC']
+__all__ = ['Opaque', 'load', 'load_weights_only', 'detect_serialization', 'LEGACY_MAGIC']
 
 #: the pickled magic number that starts torch's pre-1.6 (non-zip) serialization
 LEGACY_MAGIC = b'\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19'
@@ -62,6 +62,8 @@ class Opaque:
     """
 
     upstream = '?'
+    args: Tuple[Any, ...]
+    state: Any
     allowlisted = False   # True: a legitimate OpenMMLab reference, read inertly
 
     def __new__(cls, *args, **kwargs):
@@ -116,8 +118,8 @@ def _torch_allowlist() -> Dict[str, Any]:
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
         allowed = dict(_get_allowed_globals())
-    except Exception:  # pragma: no cover - very old torch
-        allowed = {}
+    except Exception:  # torch < 1.13 has no weights-only unpickler: the same list by hand
+        allowed = _legacy_torch_allowlist()
     allowed.setdefault('collections.OrderedDict', __import__('collections').OrderedDict)
     allowed.setdefault('torch._utils._rebuild_tensor_v2', torch._utils._rebuild_tensor_v2)
     allowed.setdefault('torch._utils._rebuild_parameter', torch._utils._rebuild_parameter)
@@ -132,7 +134,34 @@ def _torch_allowlist() -> Dict[str, Any]:
     return allowed
 
 
-def _make_pickle_module(opaque: bool, refused: List[str]) -> types.ModuleType:
+def _legacy_torch_allowlist() -> Dict[str, Any]:
+    """What torch 1.13's weights-only unpickler allows, for torch 1.8-1.12: the tensor
+    and storage classes, dtypes, and the tensor/parameter rebuild functions that exist."""
+    allowed: Dict[str, Any] = {}
+    for cls in list(getattr(torch, '_storage_classes', ())) + list(torch._tensor_classes):
+        allowed[f'{cls.__module__}.{cls.__name__}'] = cls
+    for name in dir(torch):
+        obj = getattr(torch, name, None)
+        if isinstance(obj, torch.dtype):
+            allowed[str(obj)] = obj
+    for name in ('_rebuild_tensor', '_rebuild_tensor_v2', '_rebuild_parameter',
+                 '_rebuild_parameter_with_state', '_rebuild_qtensor', '_rebuild_sparse_tensor'):
+        if hasattr(torch._utils, name):
+            allowed[f'torch._utils.{name}'] = getattr(torch._utils, name)
+    for name in ('per_tensor_affine', 'per_tensor_symmetric', 'per_channel_affine',
+                 'per_channel_symmetric', 'per_channel_affine_float_qparams'):
+        if hasattr(torch, name):
+            allowed[f'torch.{name}'] = getattr(torch, name)
+    allowed['torch.nn.parameter.Parameter'] = torch.nn.Parameter
+    allowed['builtins.set'] = set
+    allowed['builtins.bytearray'] = bytearray
+    allowed['builtins.complex'] = complex
+    allowed['collections.Counter'] = __import__('collections').Counter
+    return allowed
+
+
+def _make_pickle_module(opaque: bool, refused: List[str], standins: bool = True
+                        ) -> types.ModuleType:
     allowed = _torch_allowlist()
 
     class RestrictedUnpickler(pickle.Unpickler):
@@ -147,7 +176,7 @@ def _make_pickle_module(opaque: bool, refused: List[str]) -> types.ModuleType:
             full = f'{module}.{name}'
             if full in allowed:
                 return allowed[full]
-            if full in OPENMMLAB_STANDINS:
+            if standins and full in OPENMMLAB_STANDINS:
                 return _standin(full)
             refused.append(full)
             if opaque:
@@ -158,17 +187,17 @@ def _make_pickle_module(opaque: bool, refused: List[str]) -> types.ModuleType:
                 'if you trust this file', refused=[full])
 
     mod = types.ModuleType('compat_ema_restricted_pickle')
-    mod.Unpickler = RestrictedUnpickler
-    mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()
-    mod.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()
-    mod.UnpicklingError = pickle.UnpicklingError
+    mod.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+    mod.load = lambda f, **kw: RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+    mod.loads = lambda b, **kw: RestrictedUnpickler(io.BytesIO(b), **kw).load()  # type: ignore[attr-defined]
+    mod.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
     return mod
 
 
 #: torch 1.13's ``torch.load`` replaces any ``pickle_module`` by ``pickle`` when
 #: ``weights_only=False`` (``else: pickle_module = pickle``; fixed in 2.0), which would
-#: unpickle everything: there the restricted module is handed to torch's own readers.
-_TORCH_DROPS_PICKLE_MODULE = _version.parse(torch.__version__).release < (2, 0)
+#: unpickle everything: where the probe finds that, the restricted module is handed to
+#: torch's own readers (torch 1.8-1.12 honour it; the readers take it on all of them).
 
 
 def _load_with_module(path: Path, fmt: str, module: types.ModuleType, kwargs: Dict[str, Any]
@@ -200,7 +229,7 @@ def detect_serialization(path) -> str:
         raise CheckpointError(f'{path}: empty file (0 bytes), not a checkpoint')
     with open(path, 'rb') as f:
         head = f.read(len(LEGACY_MAGIC))
-    if head.startswith(b'PK\x03\x04') or head.startswith(b'PK\x05\x06'):
+    if head.startswith((b'PK\x03\x04', b'PK\x05\x06')):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
@@ -236,7 +265,7 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
     path = Path(path)
     fmt = detect_serialization(path)
     kwargs: Dict[str, Any] = dict(map_location=map_location)
-    if mmap and fmt == 'zip':
+    if mmap and fmt == 'zip' and _features.LOAD_MMAP:  # torch < 2.1: a plain load
         kwargs['mmap'] = True
     refused: List[str] = [] if _refused is None else _refused
     try:
@@ -244,12 +273,14 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
             # torch then refuses any pickle_module: use its own weights-only loader (mmcv files
             # load; mmengine's HistoryBuffer is refused, with the message below)
             return torch.load(str(path), weights_only=True, **kwargs)
+        if _features.LOAD_WEIGHTS_ONLY:
+            kwargs['weights_only'] = False
         if trust:
-            return torch.load(str(path), weights_only=False, **kwargs)
+            return torch.load(str(path), **kwargs)
         module = _make_pickle_module(opaque, refused)
-        if _TORCH_DROPS_PICKLE_MODULE:
+        if not _features.load_honours_pickle_module():
             return _load_with_module(path, fmt, module, kwargs)
-        return torch.load(str(path), weights_only=False, pickle_module=module, **kwargs)
+        return torch.load(str(path), pickle_module=module, **kwargs)
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f'{path}: {exc}', exc.refused) from None
     except CheckpointError:
@@ -267,6 +298,21 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
                 [found.group(1)] if found else []) from None
         raise CheckpointError(f'{path}: truncated or corrupt {fmt} checkpoint '
                               f'({type(exc).__name__}: {msg})') from None
+
+
+def load_weights_only(path, map_location='cpu') -> Any:  # path: a path or a binary file
+    """``torch.load(path, weights_only=True)`` on every torch: torch's own weights-only
+    unpickler where it has one (>= 1.13), else compat_ema's restricted one with torch's
+    allowlist and nothing else (no OpenMMLab stand-ins). Anything else in the file raises
+    :class:`UnsafeCheckpointError` before it is called; torch's own errors pass through."""
+    source = path if hasattr(path, 'read') else str(path)   # a path or an open binary file
+    if _features.LOAD_WEIGHTS_ONLY:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    module = _make_pickle_module(False, [], standins=False)
+    if not _features.load_honours_pickle_module():  # pragma: no cover - not on torch < 1.13
+        return _load_with_module(Path(path), detect_serialization(path), module,
+                                 {'map_location': map_location})
+    return torch.load(source, map_location=map_location, pickle_module=module)
 
 
 def opaque_objects(obj: Any, _path: str = '', _seen=None) -> List[Tuple[str, str, bool]]:
@@ -291,6 +337,7 @@ def opaque_objects(obj: Any, _path: str = '', _seen=None) -> List[Tuple[str, str
 
 
 def _forced_weights_only() -> bool:
-    """torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD switch (torch >= 2.4 honours it over arguments)."""
-    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes',
+    """torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD switch (torch >= 2.4 honours it over arguments;
+    torch < 1.13 has no weights-only loading and ignores it)."""
+    return _features.LOAD_WEIGHTS_ONLY and os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes',
                                                                           'true')

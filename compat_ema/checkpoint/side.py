@@ -112,7 +112,7 @@ def decide_side(sd, pairs: Dict[str, str], meta: Dict[str, Any], by_epoch: Optio
         try:
             swapped = swapped_by_priority(priority)
         except CheckpointError:
-            swapped = None
+            swapped = None  # type: ignore[assignment]
         if swapped is not None:
             how = f'priority={priority!r}' if written else 'no priority: NORMAL, mmcv\'s default'
             return say(swapped, f'meta.config: {kind} {how}')

@@ -292,7 +292,7 @@ def _restore_legacy(ck: EMACheckpoint, rec: Dict[str, Any]) -> "OrderedDict[str,
     values: Dict[str, torch.Tensor] = {}
     for k, v in ck.raw.items():
         if k in ema_keys:
-            e = ck.ema[k]
+            e = ck.ema[k]  # type: ignore[index]
             values[k], values[ema_keys[k]] = (e, v) if swapped else (v, e)
         else:
             values[k] = v

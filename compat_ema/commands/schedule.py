@@ -5,7 +5,7 @@ import argparse
 import ast
 import os
 import sys
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from . import DONE, REFUSED, fail
 
@@ -33,10 +33,9 @@ def _entries(arg: str, generation) -> List[Tuple[str, object]]:
     if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
                                            and node.func.id == 'dict'):
         # ExpMomentumEMAHook(momentum=1e-4) is read as dict(type='ExpMomentumEMAHook', ...)
-        try:
-            name = ast.unparse(node.func) if hasattr(ast, 'unparse') else node.func.id
-        except AttributeError:
-            raise ConfigError(f'not a hook: {arg!r}') from None
+        name = _dotted(node.func)
+        if name is None:
+            raise ConfigError(f'not a hook: {arg!r}')
         node = ast.Call(func=ast.Name('dict', ast.Load()),
                         args=[], keywords=[ast.keyword('type', ast.Constant(name))]
                         + list(node.keywords))
@@ -61,6 +60,17 @@ def _entries(arg: str, generation) -> List[Tuple[str, object]]:
     return [('hook', spec)]
 
 
+def _dotted(node) -> Optional[str]:
+    """``mmcv.EMAHook`` for a ``Name``/``Attribute`` chain, else None (``ast.unparse``
+    exists only from Python 3.9)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f'{base}.{node.attr}'
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..migrate.configparse import ConfigError
     from ..migrate.hookspec import AmbiguousHookError, UnknownKeysError
@@ -74,18 +84,18 @@ def _run(args: argparse.Namespace) -> int:
         entries = _entries(args.hook, args.generation)
         columns = {}
         for label, spec in entries:
-            steps = momentum_schedule(spec, args.iters, args.iters_per_epoch)
-            resolved = ', '.join(f'{k}={v!r}' for k, v in spec.resolved().items()
+            steps = momentum_schedule(spec, args.iters, args.iters_per_epoch)  # type: ignore[arg-type]
+            resolved = ', '.join(f'{k}={v!r}' for k, v in spec.resolved().items()  # type: ignore[attr-defined]
                                  if v is not None and k != 'resume_from')
-            print(f'{label}: {spec.kind}({resolved})'
-                  + ('' if spec.priority is None else f' priority={spec.priority!r}'))
-            print(format_table({spec.kind: steps}, max_rows=args.rows))
-            for note in schedule_notes(spec, steps):
+            print(f'{label}: {spec.kind}({resolved})'  # type: ignore[attr-defined]
+                  + ('' if spec.priority is None else f' priority={spec.priority!r}'))  # type: ignore[attr-defined]
+            print(format_table({spec.kind: steps}, max_rows=args.rows))  # type: ignore[attr-defined]
+            for note in schedule_notes(spec, steps):  # type: ignore[arg-type]
                 print(f'note: {note}')
             print()
-            columns[f'{label} {spec.kind}' if len(entries) > 1 else spec.kind] = steps
+            columns[f'{label} {spec.kind}' if len(entries) > 1 else spec.kind] = steps  # type: ignore[attr-defined]
         if args.plot:
-            plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])
+            plot_schedules(columns, args.plot, title=f'{args.hook}'[:80])  # type: ignore[arg-type]
             print(f'wrote {args.plot}')
     except (ConfigError, UnknownKeysError, AmbiguousHookError, ValueError, OutputExists,
             MatplotlibMissing, OSError) as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Optional, Type, Union
+from typing import Any, BinaryIO, Callable, Iterable, Optional, Type, Union
 
 __all__ = ['write_atomic', 'OutputExists', 'check_output', 'write_new']
 
@@ -32,7 +32,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Union[str, Path], write: Callable[[BinaryIO], None],
+def write_atomic(path: Union[str, 'os.PathLike[str]'], write: Callable[[BinaryIO], Any],
                  before_replace: Optional[Callable[[], None]] = None,
                  make_parents: bool = True) -> Path:
     """Call ``write(f)`` on a temporary file next to ``path``, then rename it over ``path``.
@@ -107,7 +107,7 @@ def check_output(path: PathLike, inputs: Iterable[PathLike] = (), force: bool = 
     return dst
 
 
-def write_new(path: PathLike, write: Callable[[BinaryIO], None], inputs: Iterable[PathLike] = (),
+def write_new(path: PathLike, write: Callable[[BinaryIO], Any], inputs: Iterable[PathLike] = (),
               force: bool = False, error: Type[Exception] = OutputExists,
               make_parents: bool = True) -> Path:
     """:func:`write_atomic` after :func:`check_output`, whose refusals are checked again

@@ -5,16 +5,18 @@ which C++ call runs a tensor's op, never the op or its operands.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['BATCH_BYTES', 'HAS_FOREACH_LERP', 'HAS_FOREACH_COPY', 'REDUCED', 'aliased', 'groups',
-           'batches', 'same_layout']
+from . import torch_features
 
-HAS_FOREACH_LERP = hasattr(torch, '_foreach_lerp_')
-HAS_FOREACH_COPY = hasattr(torch, '_foreach_copy_')
+__all__ = ['BATCH_BYTES', 'GRAIN_SIZE', 'HAS_FOREACH_LERP', 'HAS_FOREACH_COPY', 'REDUCED', 'aliased',
+           'groups', 'batches', 'same_layout']
+
+HAS_FOREACH_LERP = torch_features.FOREACH_LERP
+HAS_FOREACH_COPY = torch_features.FOREACH_COPY
 #: CPU ``_foreach_mul_`` by a Python scalar rounds the scalar to these dtypes; ``mul_`` does not.
 REDUCED = (torch.bfloat16, torch.float16)
 
@@ -24,7 +26,12 @@ REDUCED = (torch.bfloat16, torch.float16)
 #: than this is a batch of its own. Performance only: results do not depend on it.
 BATCH_BYTES = 1 << 20
 
-
+#: torch's parallel grain size (``at::internal::GRAIN_SIZE``, 32768 elements in every torch
+#: release since 1.0): a CPU element-wise op over at most this many elements runs inline on
+#: the calling thread, never in an OpenMP parallel region. Upstream's per-tensor ops on small
+#: tensors stay under it; the flat buffer's batched ops are cut to stay under it too, because
+#: a parallel region stalls when another process holds a core (``benchmarks/RESULTS.md``).
+GRAIN_SIZE = 32768
 
 
 def aliased(tensors: Sequence[Tensor]) -> bool:
@@ -46,15 +53,18 @@ def groups(*lists: Sequence[Tensor]) -> Dict[Tuple[torch.device, torch.dtype], T
     return out
 
 
-def batches(dst: List[Tensor], src: List[Tensor]) -> List[Tuple[List[Tensor], List[Tensor]]]:
-    """Consecutive pairs in batches of about :data:`BATCH_BYTES` of ``dst``."""
+def batches(dst: List[Tensor], src: List[Tensor],
+            max_bytes: Optional[int] = None) -> List[Tuple[List[Tensor], List[Tensor]]]:
+    """Consecutive pairs in batches of about :data:`BATCH_BYTES` (or ``max_bytes``) of ``dst``:
+    a batch exceeds it only when one tensor does."""
+    limit = BATCH_BYTES if max_bytes is None else max_bytes
     out: List[Tuple[List[Tensor], List[Tensor]]] = []
     cur_d: List[Tensor] = []
     cur_s: List[Tensor] = []
     used = 0
     for d, s in zip(dst, src):
         size = d.numel() * d.element_size()
-        if cur_d and used + size > BATCH_BYTES:
+        if cur_d and used + size > limit:
             out.append((cur_d, cur_s))
             cur_d, cur_s, used = [], [], 0
         cur_d.append(d)

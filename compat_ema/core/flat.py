@@ -9,6 +9,12 @@ body and the scalar tail of the CPU kernels round alike, so where an element
 sits in the buffer cannot change its result (``tests/test_kernels_flat.py``,
 odd sizes, 1 and 2 threads). ``COMPAT_EMA_FLAT=0`` (or :data:`FLAT_MAX_NUMEL` = 0)
 turns it off.
+
+Every op on the buffer covers at most :data:`~compat_ema.core.batching.GRAIN_SIZE`
+elements, so, like upstream's per-tensor ops on the same small tensors, it runs
+on the calling thread and never enters a parallel region (which stalls when
+another process holds a core). ``mul_add_`` scales and adds one such chunk at a
+time, while it is in cache.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import batching
 from .batching import HAS_FOREACH_LERP, batches, groups
 from .ownership import exclusive
 
@@ -47,15 +54,17 @@ class FlatSmall:
     into a slice of a new flat buffer and its storage re-pointed there
     (``dst.data = view``), so one ``mul_`` on the flat buffer scales all of
     them. Destinations whose source is 1-D come first: their sources are
-    gathered with ``torch.cat`` into a scratch buffer (one call per
-    :data:`~compat_ema.core.batching.BATCH_BYTES`, so the scratch is
-    bounded) and added (or, in a swap, exchanged) with one op per batch; the
-    others get a foreach ``add_``. ``ptrs`` records where each destination must
-    still live; a call that finds otherwise drops the plan.
+    gathered with ``torch.cat`` into a scratch buffer (one call per batch of at
+    most :data:`~compat_ema.core.batching.GRAIN_SIZE` elements, so the scratch
+    is small and no op enters a parallel region) and added (or, in a swap,
+    exchanged) with one op per batch; the others get a foreach ``add_``, and
+    their part of the buffer is scaled in chunks of at most ``GRAIN_SIZE``. ``ptrs``
+    records where each destination must still live; a call that finds otherwise drops
+    the plan.
     """
 
     __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'numels',
-                 'scratch')
+                 'scratch', 'tail_chunks')
 
     def __init__(self, pairs):
         self.flats: List[Tensor] = []
@@ -65,6 +74,8 @@ class FlatSmall:
         self.gathers: List[Tuple[List[Tensor], List[Tensor], Tensor, Tensor]] = []
         #: (destinations, sources) added per tensor
         self.tail: Tuple[List[Tensor], List[Tensor]] = ([], [])
+        #: the tail destinations' part of each flat buffer, in chunks of at most GRAIN_SIZE
+        self.tail_chunks: List[Tensor] = []
         picked = set()
         planned = []
         for dtype in _FLAT_DTYPES:
@@ -87,13 +98,14 @@ class FlatSmall:
             picked.update(idx)
             n1 = sum(1 for t in src if t.dim() == 1)
             start = 0
-            for d_batch, s_batch in batches(dst[:n1], src[:n1]):
+            for d_batch, s_batch in batches(dst[:n1], src[:n1], batching.GRAIN_SIZE * flat.element_size()):
                 n = sum(d.numel() for d in d_batch)
                 planned.append((s_batch, d_batch, flat[start:start + n]))
                 start += n
+            self.tail_chunks += list(flat[start:].split(batching.GRAIN_SIZE)) if start < flat.numel() else []
             self.tail[0].extend(dst[n1:])
             self.tail[1].extend(src[n1:])
-        # one scratch buffer shared by all batches: BATCH_BYTES, or one tensor if larger
+        # one scratch buffer shared by all batches (at most GRAIN_SIZE elements each)
         self.scratch = torch.empty(max([v.nbytes for _, _, v in planned], default=0), dtype=torch.uint8)
         self.gathers = [(s_batch, d_batch, view, self.scratch[:view.nbytes].view(view.dtype))
                         for s_batch, d_batch, view in planned]
@@ -111,11 +123,12 @@ class FlatSmall:
             list(map(_NUMEL, g[0])) == numels for g, numels in zip(self.gathers, self.numels))
 
     def mul_add_(self, keep: float, momentum: float) -> None:
-        for buf in self.flats:
-            buf.mul_(keep)
         for s_batch, _, view, scratch in self.gathers:
+            view.mul_(keep)
             torch.cat(s_batch, out=scratch)
             view.add_(scratch, alpha=momentum)
+        for chunk in self.tail_chunks:
+            chunk.mul_(keep)
         if self.tail[0]:
             torch._foreach_add_(self.tail[0], self.tail[1], alpha=momentum)
 

@@ -21,9 +21,14 @@ the update to such memory twice, in order, and a multi-tensor kernel need not.
 
 Owners of their destinations may also keep the small CPU float32/float64 ones
 in one flat buffer (:meth:`TensorPairs.flatten_small_destinations`,
-:mod:`.flat`; ``COMPAT_EMA_FLAT=0`` turns it off). Swaps (:func:`swap_`,
+:mod:`.flat`; ``COMPAT_EMA_FLAT=0`` turns it off), whose ops each cover at most
+torch's parallel grain size (:data:`~.batching.GRAIN_SIZE`), so that, like
+upstream's per-tensor ops on small tensors, they never enter a parallel region
+(one stalls when another process holds a core). Swaps (:func:`swap_`,
 :mod:`.swap`) *exchange storage* instead of copying when nobody else can see
-the difference (:func:`exchangeable`, :mod:`.ownership`); ``COMPAT_EMA_SWAP=copy``
+the difference (:func:`exchangeable`, :mod:`.ownership`, which uses torch's private
+storage use count only behind a feature probe; without it everything is copied, as
+upstream does); ``COMPAT_EMA_SWAP=copy``
 or :func:`set_exchange_swap` makes them always copy (e.g. when a captured CUDA
 graph reads parameters by raw address). No single-pass (fused or chunked)
 variant of the two-pass ``mul_``/``add_`` is used: measured on the reference

@@ -2,44 +2,68 @@
 
 A tensor's storage may be exchanged (:mod:`compat_ema.core.swap`) or moved
 into a flat buffer (:mod:`compat_ema.core.flat`) only when no other object
-holds it: the storage's use count (``torch._C._storage_Use_Count``, torch >=
-2.0) equals the holders the caller knows. Without use counts nothing is
-provably exclusive and every caller keeps upstream's in-place copies.
+holds it: the storage's use count (``torch._C._storage_Use_Count``, a private
+torch API of torch >= 2.0) equals the holders the caller knows. The API is used
+only if :func:`probe_use_count` finds it and sees it count holders as this
+module assumes (one more per tensor that shares the storage, back down when it
+is freed); otherwise :data:`USE_COUNT` is None, nothing is provably exclusive,
+and every caller keeps upstream's in-place copies (the fallback the torch 1.13
+tox environment runs). ``COMPAT_EMA_USE_COUNT=0`` forces the fallback.
 """
 from __future__ import annotations
 
-from typing import List
+import os
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['USE_COUNT', 'BASE_USE', 'exchangeable', 'exclusive', 'owns_exactly', 'same_view',
-           'storage_key']
+from . import torch_features
 
-USE_COUNT = getattr(torch._C, '_storage_Use_Count', None)
+__all__ = ['USE_COUNT', 'BASE_USE', 'exchangeable', 'exclusive', 'owns_exactly', 'probe_use_count',
+           'same_view', 'storage_key']
+
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def storage_key(t: Tensor) -> int:
     """The address of ``t``'s storage."""
-    if hasattr(t, 'untyped_storage'):
-        return t.untyped_storage().data_ptr()
-    return t.storage().data_ptr()  # torch < 2.0 has no Tensor.untyped_storage
+    return torch_features.storage_of(t).data_ptr()
 
 
-def _baseline_use_count() -> int:
-    """Use count of a storage held by exactly one tensor, seen through one live Python
-    storage object (the checks hold exactly one per storage they count). The storage
-    object is held in a variable: some torch versions (2.6) free a temporary one before
-    the count is read, which would make every later check fail by one."""
-    if USE_COUNT is None:
-        return -1
-    t = torch.empty(1)
-    storage = t.untyped_storage()
-    return USE_COUNT(storage._cdata)
+def probe_use_count(api=None) -> Tuple[Optional[Callable[[int], int]], int]:
+    """``(use count function, baseline)`` if torch's private storage use count is present
+    and behaves as the ownership proofs assume, else ``(None, -1)``.
+
+    The baseline is the count of a storage held by exactly one tensor, seen through one
+    live Python storage object (the checks hold exactly one per storage they count; the
+    object is held in a variable because some torch versions (2.6) free a temporary one
+    before the count is read). The probe then checks that a view, a second tensor on the
+    storage and a ``.data`` alias each add one, and that freeing them gives it back.
+    """
+    if os.environ.get('COMPAT_EMA_USE_COUNT', '').lower() in ('0', 'off'):
+        return None, -1
+    count = getattr(torch._C, '_storage_Use_Count', None) if api is None else api
+    if count is None or not hasattr(torch.Tensor, 'untyped_storage'):
+        return None, -1
+    try:
+        t = torch.empty(4)
+        storage = t.untyped_storage()
+        base = count(storage._cdata)
+        view = t[1:]
+        with_view = count(storage._cdata)
+        alias = t.data
+        with_alias = count(storage._cdata)
+        del view, alias
+        after = count(storage._cdata)
+        ok = isinstance(base, int) and base >= 1 and (with_view, with_alias, after) == (
+            base + 1, base + 2, base)
+    except Exception:  # noqa: BLE001 - any failure of a private API means: do not use it
+        return None, -1
+    return (count, base) if ok else (None, -1)
 
 
-BASE_USE = _baseline_use_count() if USE_COUNT is not None else -1
+USE_COUNT, BASE_USE = probe_use_count()
 
 
 def dense(t: Tensor) -> bool:
@@ -66,7 +90,7 @@ def owns_exactly(t: Tensor, storage, holders: int) -> bool:
         return False
     if t.device.type == 'cpu' and storage.is_shared():
         return False  # another process maps it (share_memory / hogwild)
-    return USE_COUNT(storage._cdata) == BASE_USE + holders - 1
+    return USE_COUNT is not None and USE_COUNT(storage._cdata) == BASE_USE + holders - 1
 
 
 def exclusive(t: Tensor) -> bool:

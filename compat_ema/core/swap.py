@@ -32,6 +32,10 @@ EXCHANGE_MIN_NUMEL = 1 << 13
 #: faster (``benchmarks/RESULTS.md``); on other devices it saves three launches per pair.
 BATCH_COPIES_ON_CPU = False
 
+#: Remember each exchange in the ``pairs`` given to :func:`swap_`, so that swapping the same
+#: objects back re-checks only what could have changed (off: the full proof every time).
+EXCHANGE_MEMO = True
+
 
 _NUMEL = Tensor.numel
 _DATA_PTR = Tensor.data_ptr
@@ -87,7 +91,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
         # no storage use counts (torch < 2.0): nothing is provably exchangeable, always copy
         if exchange_swap_enabled() and USE_COUNT is not None:
             alias_map: Optional[Dict[int, List[Tensor]]] = None
-            memos = pairs._exchanged if pairs is not None else {}
+            memos = pairs._exchanged if pairs is not None and EXCHANGE_MEMO else {}
             kept = []
             for i, numel in zip(rest, map(_NUMEL, [xs[i] for i in rest])):
                 if numel >= EXCHANGE_MIN_NUMEL:
@@ -116,7 +120,7 @@ def swap_(a: Sequence[Tensor], b: Sequence[Tensor], fast: Optional[bool] = None,
             copy_y = [held[i][1] if i in held else ys[i].data for i in rest]
             gathered = [t for batch in chosen for t in batch[0]] + [batch[2] for batch in chosen]
             if _disjoint_contiguous(copy_x + copy_y + gathered):
-                if chosen:
+                if chosen and flat is not None:
                     flat.swap_batches_(chosen)
                 if batch_copies:
                     for bx, by in batches(copy_x, copy_y):
@@ -154,7 +158,7 @@ def _flat_swap_batches(flat: FlatSmall, xs: List[Tensor], ys: List[Tensor]):
                 pos_x = {id(t): i for i, t in enumerate(xs)}
             idx = [pos_x.get(id(d)) for d in d_batch]
             other = ys
-        if None in idx or not all(other[i] is s for i, s in zip(idx, s_batch)):
+        if None in idx or not all(other[i] is s for i, s in zip(idx, s_batch)):  # type: ignore[index]
             continue
         chosen.append((list(map(_DATA, s_batch)), d_batch, view, scratch))
         taken.update(idx)
@@ -216,6 +220,7 @@ def _exchange_again(memo: tuple, x: Tensor, y: Tensor):
             or x.stride() != stride or y.stride() != stride:
         return None
     xs, ys = x.untyped_storage(), y.untyped_storage()
+    assert USE_COUNT is not None  # a memo exists only where use counts do
     if xs.nbytes() != xn or ys.nbytes() != yn or \
             USE_COUNT(xs._cdata) != BASE_USE + len(xa) or USE_COUNT(ys._cdata) != BASE_USE + len(ya):
         return None

@@ -42,4 +42,4 @@ def is_wrapper(model: nn.Module, generation: str) -> bool:
 
 def unwrap(model: nn.Module, generation: str) -> nn.Module:
     """Return ``model.module`` when ``model`` is a wrapper, else ``model`` (one level, as upstream)."""
-    return model.module if is_wrapper(model, generation) else model
+    return model.module if is_wrapper(model, generation) else model  # type: ignore[return-value]

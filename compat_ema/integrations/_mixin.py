@@ -1,7 +1,7 @@
 """Build subclasses of compat hooks that are also instances of a framework's ``Hook``."""
 from __future__ import annotations
 
-from typing import Dict, Tuple, Type
+from typing import Dict, Tuple
 
 _CACHE: Dict[Tuple[type, type], type] = {}
 

@@ -120,10 +120,13 @@ class LegacyAveragedModel(BaseAveragedModel):
             iteration: the runner's 0-based global iteration. Defaults to
                 ``steps`` (what mmengine's ``EMAHook`` implies by calling with
                 the model only; see the module docstring).
+
+        A subclass that overrides :meth:`avg_func` gets it called per tensor, with
+        the iteration as a long tensor, instead of the batched ``mul_``/``add_``.
         """
         it = int(self.steps) if iteration is None else int(iteration)
         if self.should_update(it):
-            momentum = self.momentum_at(it)
+            momentum = self.momentum_at(it)  # computed once, as the legacy hooks do
             src: Dict[str, torch.Tensor] = (model.state_dict() if self.update_buffers
                                             else dict(model.named_parameters()))
             missing = [k for k in self._float_keys if k not in src]
@@ -131,7 +134,12 @@ class LegacyAveragedModel(BaseAveragedModel):
                                  'it is not the model this EMA was built from')
             averaged = [self.avg_parameters[k].data for k in self._float_keys]
             sources = [src[k].data.to(a.device) for k, a in zip(self._float_keys, averaged)]
-            kernels.mul_add_(averaged, sources, momentum)
+            if type(self).avg_func is not LegacyAveragedModel.avg_func:
+                steps = torch.tensor(it, dtype=torch.long)  # a subclass's own rule, per tensor
+                for a, s in zip(averaged, sources):
+                    self.avg_func(a, s, steps)
+            else:
+                kernels.mul_add_(averaged, sources, momentum)
         if not self.update_buffers:
             pairs = list(zip(self.module.buffers(), model.buffers()))
             kernels.copy_([b.data for b, _ in pairs], [s.data.to(b.device) for b, s in pairs])

@@ -84,7 +84,7 @@ def simulate_ema(entry: Dict[str, Any], iters: int, generation: Optional[str] = 
             model.w.data.copy_(traj[t + 1])
             runner.iter = t
             hook.after_train_iter(runner)
-            out[t] = model.ema_w
+            out[t] = model.ema_w  # type: ignore[assignment]
         return out
     cfg['type'] = 'legacy.LegacyEMAHook' if spec.hook_class == 'LegacyEMAHook' else 'mmengine.EMAHook'
     if spec.ema_type and spec.ema_type.startswith('Legacy'):

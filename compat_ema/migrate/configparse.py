@@ -30,69 +30,14 @@ import ast
 import operator
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .configtypes import ConfigError, LoadedConfig, Origin, SourceFile, Unevaluated
 from .configrefs import _PREDEFINED_RE, BaseRef, _has_ref, _load_data_config, _substitute, \
     predefined_values
 
 __all__ = ['ConfigError', 'Unevaluated', 'Origin', 'SourceFile', 'LoadedConfig',
            'load_config', 'parse_source', 'eval_expression']
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read, with the file and line in the message."""
-
-
-@dataclass(frozen=True)
-class Unevaluated:
-    """Placeholder for a value the parser does not compute (and why)."""
-
-    path: str
-    lineno: int
-    reason: str
-
-    def describe(self) -> str:
-        return f'{self.path}:{self.lineno}: {self.reason}'
-
-    def __repr__(self) -> str:
-        return f'<unevaluated {self.describe()}>'
-
-
-@dataclass
-class Origin:
-    """Where a dict value was written: its file and the ``ast`` node of the literal."""
-
-    source: 'SourceFile'
-    node: ast.expr
-
-
-@dataclass
-class SourceFile:
-    """One parsed config file: its text, tree, and module-level values in order."""
-
-    path: str
-    text: str
-    tree: ast.Module
-    values: Dict[str, Any] = field(default_factory=dict)
-    #: name -> the Assign statement that last set it
-    assigns: Dict[str, ast.stmt] = field(default_factory=dict)
-    #: the ``_base_`` assignment, if any
-    base_node: Optional[ast.Assign] = None
-    #: id(dict) -> Origin, for every dict literal/call evaluated in this file
-    origins: Dict[int, Origin] = field(default_factory=dict)
-    #: keep evaluated dicts alive so that ids stay unique
-    _keep: List[Any] = field(default_factory=list, repr=False)
-
-    @property
-    def line_offsets(self) -> List[int]:
-        """Byte offset of the start of each line (1-based index -> [lineno-1])."""
-        data = self.text.encode('utf-8')
-        offs = [0]
-        for i, b in enumerate(data):
-            if b == 0x0A:
-                offs.append(i + 1)
-        return offs
 
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -188,7 +133,7 @@ def _eval(node: ast.expr, names: Dict[str, Any], src: Optional[SourceFile]) -> A
         except Exception as exc:  # noqa: BLE001 - report any arithmetic failure
             raise _Unsupported(node, f'cannot compute {type(node.op).__name__}: {exc}') from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
-        return _UNOPS[type(node.op)](_no_ref(_eval(node.operand, names, src), node,
+        return _UNOPS[type(node.op)](_no_ref(_eval(node.operand, names, src), node,  # type: ignore[operator]
                                              'an expression'))
     if isinstance(node, ast.Subscript):
         base = _no_ref(_eval(node.value, names, src), node, 'a subscript')
@@ -280,9 +225,9 @@ def parse_source(text: str, path: str = '<config>') -> SourceFile:
             except _Unsupported as exc:
                 value = Unevaluated(path, getattr(exc.node, 'lineno', stmt.lineno), exc.reason)
             for target in stmt.targets:
-                names[target.id] = value
-                src.assigns[target.id] = stmt
-                if target.id == '_base_':
+                names[target.id] = value  # type: ignore[attr-defined]
+                src.assigns[target.id] = stmt  # type: ignore[attr-defined]
+                if target.id == '_base_':  # type: ignore[attr-defined]
                     src.base_node = stmt
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
             try:
@@ -317,35 +262,6 @@ def _is_config_key(name: str, value: Any) -> bool:
     if isinstance(value, Unevaluated) and ('Import' in value.reason or 'Def' in value.reason):
         return False
     return True
-
-
-@dataclass
-class LoadedConfig:
-    """A config after ``_base_`` merging: the merged dict and every file that took part."""
-
-    path: str
-    cfg: Dict[str, Any]
-    #: the input file first, then its bases depth-first
-    files: List[SourceFile]
-
-    @property
-    def main(self) -> SourceFile:
-        return self.files[0]
-
-    def origin_of(self, value: Any) -> Optional[Origin]:
-        """The :class:`Origin` of a dict value of this config, if it was written as a literal."""
-        for src in self.files:
-            origin = src.origins.get(id(value))
-            if origin is not None:
-                return origin
-        return None
-
-    def owner_of(self, key: str) -> Optional[SourceFile]:
-        """The file whose assignment of top-level ``key`` wins (the input file first)."""
-        for src in self.files:
-            if key in src.values and key != '_base_':
-                return src
-        return None
 
 
 def _merge_into(child: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:

@@ -19,10 +19,9 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import Any, Dict, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .configparse import LoadedConfig, SourceFile
+from .configtypes import ConfigError, LoadedConfig, SourceFile, Unevaluated
 
 @dataclass(frozen=True)
 class BaseRef:
@@ -52,7 +51,6 @@ def predefined_values(path: str) -> Dict[str, str]:
 
 
 def _lookup(cfg: Dict[str, Any], ref: BaseRef) -> Any:
-    from .configparse import ConfigError, Unevaluated
     value: Any = cfg
     for part in ref.dotted.split('.'):
         if not isinstance(value, dict) or part not in value:
@@ -98,7 +96,6 @@ def _has_ref(value: Any) -> bool:
 def _load_data_config(path: str, stack: Tuple[str, ...]) -> 'LoadedConfig':
     """A ``.json`` / ``.yaml`` / ``.yml`` *base* file, read as data (mmcv 1.x reads them with
     its file handlers; they cannot hold ``_base_`` substitutions or code)."""
-    from .configparse import ConfigError, LoadedConfig, SourceFile
     with open(path, encoding='utf-8') as fh:
         text = fh.read()
     text = _PREDEFINED_RE.sub(lambda m: predefined_values(path)[m.group(1)].replace('\\', '/'),

@@ -207,9 +207,9 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
             if _has_unevaluated(e):
                 raise ConfigError(f'custom_hooks[{i}] holds values the parser cannot read, and '
                                   'the list must be rewritten (it comes from a _base_ file): '
-                                  f'run migrate on {loaded.owner_of("custom_hooks").path} instead')
+                                  f'run migrate on {loaded.owner_of("custom_hooks").path} instead')  # type: ignore[union-attr]
         owner = loaded.owner_of('custom_hooks')
-        where = 'from ' + os.path.basename(owner.path) if owner is not main else 'rewritten'
+        where = 'from ' + os.path.basename(owner.path) if owner is not main else 'rewritten'  # type: ignore[union-attr]
         footer.append(f'# custom_hooks ({where}) with the EMA entries migrated')
         footer.append(f'custom_hooks = {render(full)}')
 

@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-__all__ = ['HookSpec', 'UnknownKeysError', 'UnreadableValueError', 'AmbiguousHookError', 'classify', 'is_ema_like',
+__all__ = ['HookSpec', 'UnknownKeysError', 'UnreadableValueError', 'AmbiguousHookError', 'classify',
+           'is_ema_like',
            'LEGACY_DEFAULTS', 'MMENGINE_HOOK_DEFAULTS', 'AVERAGED_MODEL_DEFAULTS',
            'config_generation', 'short_type']
 

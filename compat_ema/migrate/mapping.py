@@ -166,7 +166,7 @@ def _pick_exp_replacement(spec: HookSpec, iters: int):
         entry['interval'] = k
         if k > 1:
             entry['begin_iter'] = k
-        d = weight_distance(legacy, momentum_schedule(classify(entry, 'mmengine'), iters,
+        d = weight_distance(legacy, momentum_schedule(classify(entry, 'mmengine'), iters,  # type: ignore[arg-type]
                                                       explain=False))
         table.append((g, name, d))
     best = min(table, key=lambda r: r[2])

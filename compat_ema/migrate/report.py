@@ -34,7 +34,7 @@ def migration_report(mig: Migration, sim_iters: int = 3000, table_rows: int = 24
         if isinstance(spec, GanSpec):
             lines.extend(_gan_lines(mig, spec, new, sim_iters, table_rows))
             continue
-        legacy = {k: v for k, v in spec.raw.items()}
+        legacy = dict(spec.raw)
         legacy['type'] = spec.kind
         cmp = compare(legacy, new, mig.iters, 'mmcv', sim_iters=sim_iters)
         name = mig.mode

@@ -68,8 +68,8 @@ def render(value: Any, indent: int = 0) -> str:
 def node_span(src: SourceFile, node: ast.AST) -> Tuple[int, int]:
     """Byte offsets of ``node`` in ``src``."""
     offs = src.line_offsets
-    return (offs[node.lineno - 1] + node.col_offset,
-            offs[node.end_lineno - 1] + node.end_col_offset)
+    return (offs[node.lineno - 1] + node.col_offset,  # type: ignore[attr-defined]
+            offs[node.end_lineno - 1] + node.end_col_offset)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -131,7 +131,7 @@ def _mmengine_schedule(spec: HookSpec, a: Dict, iters: int, ipe: Optional[int],
     out: List[Step] = []
     steps = 0
     for t in range(iters):
-        started = (t // ipe + 1 >= a['begin_epoch']) if by_epoch else (t + 1 >= a['begin_iter'])
+        started = (t // ipe + 1 >= a['begin_epoch']) if by_epoch else (t + 1 >= a['begin_iter'])  # type: ignore[operator]
         if not started:
             why = (f'epoch+1 < begin_epoch={a["begin_epoch"]}' if by_epoch
                    else f'iter+1 < begin_iter={a["begin_iter"]}')
@@ -156,7 +156,7 @@ def _averaged_step(t: int, ema_type: str, a: Dict, steps: int, explain: bool = T
     if not explain:
         return Step(t, 'update', _averaged_momentum(ema_type, a, steps))
     if ema_type == 'ExponentialMovingAverage':
-        return Step(t, 'update', m, 'momentum')
+        return Step(t, 'update', m, 'momentum')  # type: ignore[arg-type]
     if ema_type == 'MomentumAnnealingEMA':
         g = a['gamma']
         ann = g / (g + steps)
@@ -167,7 +167,7 @@ def _averaged_step(t: int, ema_type: str, a: Dict, steps: int, explain: bool = T
         return Step(t, 'update', 1 / float(n), f'1/({steps}//{a["interval"]}+1)')
     if ema_type == 'ExpMomentumEMA':
         g = a['gamma']
-        val = (1 - m) * math.exp(-float(1 + steps) / g) + m
+        val = (1 - m) * math.exp(-float(1 + steps) / g) + m  # type: ignore[operator]
         return Step(t, 'update', val, f'(1-{m:g})*exp(-{1 + steps}/{g})+{m:g}')
     raise ValueError(f'no schedule for ema_type {ema_type!r}')  # pragma: no cover
 
@@ -214,7 +214,8 @@ def schedule_notes(spec: HookSpec, steps: Sequence[Step]) -> List[str]:
         notes.append(f'gating: updates when {rule} -> iterations {first}...')
     if kind == 'mmdet.ExpMomentumEMAHook':
         T = a['total_iter']
-        notes.append(f'exp decay: momentum starts at {(1 - a["momentum"]) * math.exp(-1 / T) + a["momentum"]:.6g} '
+        start = (1 - a['momentum']) * math.exp(-1 / T) + a['momentum']
+        notes.append(f'exp decay: momentum starts at {start:.6g} '
                      f'and falls to {a["momentum"]:g} with time constant total_iter={T}')
     if not spec.is_legacy:
         if spec.ema_type in _LEGACY_TYPES:
@@ -240,7 +241,7 @@ def _pick_rows(steps: Sequence[Step], max_rows: int) -> List[int]:
     if n <= max_rows:
         return list(range(n))
     head, tail = set(range(10)), set(range(n - 3, n))
-    middle = set()
+    middle = set()  # type: ignore[var-annotated]
     for i in range(1, n):
         if _branch(steps[i]) != _branch(steps[i - 1]):
             middle.update((i - 1, i))
@@ -248,11 +249,11 @@ def _pick_rows(steps: Sequence[Step], max_rows: int) -> List[int]:
     while p < n:
         middle.add(p - 1)
         p *= 2
-    middle = sorted(middle - head - tail)
+    middle = sorted(middle - head - tail)  # type: ignore[assignment]
     room = max(0, max_rows - len(head) - len(tail))
     if len(middle) > room:
         stride = len(middle) / room if room else len(middle) + 1
-        middle = [middle[int(i * stride)] for i in range(room)]
+        middle = [middle[int(i * stride)] for i in range(room)]  # type: ignore[assignment, index]
     return sorted(head | tail | set(middle))
 
 

@@ -37,7 +37,7 @@ _EXPORTS: Dict[str, str] = {
                      'load_golden', 'save_golden', 'tolerance_for'], 'golden'),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the lazily exported names)
 
 
 def __getattr__(name: str) -> Any:

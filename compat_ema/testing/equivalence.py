@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..core.priority import get_priority
+from ..core.torch_features import bits_view
 from .mmcv_runner import EMASetupWarning
 from .scenario import RESUME_PATHS, run_scenario
 
@@ -45,8 +46,7 @@ def tensors_equal(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
             if x.dtype != y.dtype or x.shape != y.shape:
                 return False
-            if not torch.equal(x.view(torch.uint8) if x.dtype.is_floating_point else x,
-                               y.view(torch.uint8) if y.dtype.is_floating_point else y):
+            if not torch.equal(bits_view(x), bits_view(y)):
                 return False
         elif isinstance(x, dict) and isinstance(y, dict):
             if not tensors_equal(x, y):

@@ -31,14 +31,14 @@ import fnmatch
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from ..checkpoint.safe_load import load_weights_only
 from ..core.atomic import write_atomic
 
 __all__ = ['FORMAT', 'VERSION', 'GoldenFileError', 'GoldenMismatch', 'Trajectory', 'KeyDiff',
@@ -209,7 +209,7 @@ def load_golden(path: Union[str, Path]) -> Tuple[Union[Dict[str, Tensor], Trajec
     if not path.is_file():
         raise GoldenFileError(f'golden file {path} does not exist')
     try:
-        raw = torch.load(str(path), map_location='cpu', weights_only=True)
+        raw = load_weights_only(path, map_location='cpu')  # no pickled code runs, any torch
     except Exception as exc:  # UnpicklingError, zip errors, EOFError, RuntimeError...
         raise GoldenFileError(
             f'{path}: cannot be read safely as a {FORMAT} file '
@@ -492,7 +492,8 @@ TOLERANCE_TABLE: Tuple[Tuple[str, str, Tolerance], ...] = (
 def tolerance_for(torch_version: Optional[str] = None, device: str = 'cpu') -> Tolerance:
     """The policy row for ``torch_version`` (default: this torch) on ``device`` ('cpu', 'cuda')."""
     version = torch_version or torch.__version__
-    dev = torch.device(device).type
+    # the device type by name: torch < 1.12 cannot even parse torch.device('mps')
+    dev = device.type if isinstance(device, torch.device) else str(device).split(':')[0]
     for pattern, row_dev, tol in TOLERANCE_TABLE:
         if row_dev == dev and fnmatch.fnmatchcase(version, pattern):
             return tol

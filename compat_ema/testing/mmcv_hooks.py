@@ -136,10 +136,10 @@ class CheckpointHook(Hook):
         tmpl = self.args.get('filename_tmpl', name)
         if runner.meta is not None:
             runner.meta.setdefault('hook_msgs', dict())
-            runner.meta['hook_msgs']['last_ckpt'] = osp.join(self.out_dir, tmpl.format(step))
+            runner.meta['hook_msgs']['last_ckpt'] = osp.join(self.out_dir, tmpl.format(step))  # type: ignore[arg-type]
         if self.max_keep_ckpts > 0:
             for old in range(step - self.max_keep_ckpts * self.interval, 0, -self.interval):
-                path = osp.join(self.out_dir, tmpl.format(old))
+                path = osp.join(self.out_dir, tmpl.format(old))  # type: ignore[arg-type]
                 if not osp.isfile(path):
                     break
                 os.remove(path)

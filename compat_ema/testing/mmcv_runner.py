@@ -62,13 +62,13 @@ class EpochBasedRunner(BaseRunner):
         self.model.train()
         self.mode = 'train'
         self.data_loader = data_loader
-        self._max_iters = self._max_epochs * len(self.data_loader)
+        self._max_iters = self._max_epochs * len(self.data_loader)  # type: ignore[operator]
         self.call_hook('before_train_epoch')
         for i, data_batch in enumerate(self.data_loader):
             self.data_batch = data_batch
             self._inner_iter = i
             self.call_hook('before_train_iter')
-            self._run_iter_outputs(self.model.train_step(data_batch, self.optimizer, **kwargs))
+            self._run_iter_outputs(self.model.train_step(data_batch, self.optimizer, **kwargs))  # type: ignore[operator]
             self.call_hook('after_train_iter')
             del self.data_batch
             self._iter += 1
@@ -85,7 +85,7 @@ class EpochBasedRunner(BaseRunner):
             self.data_batch = data_batch
             self._inner_iter = i
             self.call_hook('before_val_iter')
-            self._run_iter_outputs(self.model.val_step(data_batch, self.optimizer, **kwargs))
+            self._run_iter_outputs(self.model.val_step(data_batch, self.optimizer, **kwargs))  # type: ignore[operator]
             self.call_hook('after_val_iter')
             del self.data_batch
         self.call_hook('after_val_epoch')
@@ -104,11 +104,11 @@ class EpochBasedRunner(BaseRunner):
         require(self._max_epochs is not None, 'max_epochs must be specified during instantiation')
         for i, (mode, _) in enumerate(workflow):
             if mode == 'train':
-                self._max_iters = self._max_epochs * len(data_loaders[i])
+                self._max_iters = self._max_epochs * len(data_loaders[i])  # type: ignore[operator]
                 break
         self._warn_ema_setup()
         self.call_hook('before_run')
-        while self.epoch < self._max_epochs:
+        while self.epoch < self._max_epochs:  # type: ignore[operator]
             for i, (mode, epochs) in enumerate(workflow):
                 if not isinstance(mode, str):
                     raise TypeError(f'mode in workflow must be a str, but got {type(mode)}')
@@ -116,7 +116,7 @@ class EpochBasedRunner(BaseRunner):
                     raise ValueError(f'runner has no method named "{mode}" to run an epoch')
                 epoch_runner = getattr(self, mode)
                 for _ in range(epochs):
-                    if mode == 'train' and self.epoch >= self._max_epochs:
+                    if mode == 'train' and self.epoch >= self._max_epochs:  # type: ignore[operator]
                         break
                     epoch_runner(data_loaders[i], **kwargs)
         self.call_hook('after_run')
@@ -170,7 +170,7 @@ class IterBasedRunner(BaseRunner):
         data_batch = next(data_loader)
         self.data_batch = data_batch
         self.call_hook('before_train_iter')
-        outputs = self.model.train_step(data_batch, self.optimizer, **kwargs)
+        outputs = self.model.train_step(data_batch, self.optimizer, **kwargs)  # type: ignore[operator]
         if not isinstance(outputs, dict):
             raise TypeError('model.train_step() must return a dict')
         self._run_iter_outputs(outputs)
@@ -187,7 +187,7 @@ class IterBasedRunner(BaseRunner):
         data_batch = next(data_loader)
         self.data_batch = data_batch
         self.call_hook('before_val_iter')
-        outputs = self.model.val_step(data_batch, **kwargs)
+        outputs = self.model.val_step(data_batch, **kwargs)  # type: ignore[operator]
         if not isinstance(outputs, dict):
             raise TypeError('model.val_step() must return a dict')
         self._run_iter_outputs(outputs)
@@ -197,7 +197,8 @@ class IterBasedRunner(BaseRunner):
 
     def run(self, data_loaders: List, workflow: List[Tuple[str, int]],
             max_iters: Optional[int] = None, **kwargs) -> None:
-        """``before_run``, ``before_epoch``, the workflow until ``iter >= max_iters``, ``after_epoch``, ``after_run``."""
+        """``before_run``, ``before_epoch``, the workflow until ``iter >= max_iters``, ``after_epoch``,
+        ``after_run``."""
         require(isinstance(data_loaders, list), 'data_loaders must be a list')
         require(all(isinstance(f, tuple) for f in workflow), 'workflow must be a list of tuples')
         require(len(data_loaders) == len(workflow),
@@ -211,14 +212,14 @@ class IterBasedRunner(BaseRunner):
         self.call_hook('before_run')
         iter_loaders = [IterLoader(x) for x in data_loaders]
         self.call_hook('before_epoch')
-        while self.iter < self._max_iters:
+        while self.iter < self._max_iters:  # type: ignore[operator]
             for i, (mode, iters) in enumerate(workflow):
                 self._inner_iter = 0
                 if not isinstance(mode, str) or not hasattr(self, mode):
                     raise ValueError(f'runner has no method named "{mode}" to run a workflow')
                 iter_runner = getattr(self, mode)
                 for _ in range(iters):
-                    if mode == 'train' and self.iter >= self._max_iters:
+                    if mode == 'train' and self.iter >= self._max_iters:  # type: ignore[operator]
                         break
                     iter_runner(iter_loaders[i], **kwargs)
         self.call_hook('after_epoch')
@@ -251,7 +252,7 @@ class IterBasedRunner(BaseRunner):
         """meta ``epoch = epoch + 1``, ``iter = iter`` (completed - 1); file ``iter_{iter+1}.pth``."""
         self._save(out_dir, filename_tmpl, self.iter + 1, save_optimizer, meta, create_symlink)
 
-    def register_training_hooks(self, lr_config=None, optimizer_config=None,
+    def register_training_hooks(self, lr_config=None, optimizer_config=None,  # type: ignore[override]
                                 checkpoint_config=None, log_config=None, momentum_config=None,
                                 custom_hooks_config=None, **kwargs) -> None:
         """As the base, with ``by_epoch=False`` defaults and an ``IterTimerHook`` instance."""

@@ -121,7 +121,7 @@ class DistSamplerSeedHook(Hook):
     def before_train_epoch(self, runner) -> None:
         sampler = getattr(runner.train_loop.dataloader, 'sampler', None)
         if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(runner.epoch)
+            sampler.set_epoch(runner.epoch)  # type: ignore[union-attr]
 
 
 class LoggerHook(Hook):
@@ -221,13 +221,13 @@ class CheckpointHook(Hook):
             meta = dict(epoch=runner.epoch, iter=step)
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                old = osp.join(self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.pop(0)))
+                old = osp.join(self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.pop(0)))  # type: ignore[arg-type]
                 if osp.isfile(old):
                     os.remove(old)
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
         filename = self.filename_tmpl.format(step)
-        self.last_ckpt = osp.join(self.out_dir, filename)
+        self.last_ckpt = osp.join(self.out_dir, filename)  # type: ignore[arg-type]
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.save_checkpoint(self.out_dir, filename, save_optimizer=self.save_optimizer,
                                save_param_scheduler=self.save_param_scheduler, meta=meta,

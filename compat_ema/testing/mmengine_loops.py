@@ -6,26 +6,23 @@ re-exports every name here); see that module for what is reproduced.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 
 from ..core.checks import require
 
-if TYPE_CHECKING:
-    from .mmengine_runner import Runner
-
 __all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop']
 
 
 class _BaseLoop:
-    def __init__(self, runner: 'Runner', dataloader: Iterable):
+    def __init__(self, runner: Any, dataloader: Iterable):
         self._runner = runner
         self.dataloader = dataloader
 
     @property
-    def runner(self) -> 'Runner':
+    def runner(self) -> Any:  # the harness's mmengine_runner.Runner
         return self._runner
 
 
@@ -38,7 +35,7 @@ class EpochBasedTrainLoop(_BaseLoop):
         self._max_epochs = int(max_epochs)
         require(self._max_epochs == max_epochs,
                 f'`max_epochs` should be a integer number, but get {max_epochs}.')
-        self._max_iters = self._max_epochs * len(self.dataloader)
+        self._max_iters = self._max_epochs * len(self.dataloader)  # type: ignore[arg-type]
         self._epoch = 0
         self._iter = 0
         self.val_begin = val_begin

@@ -218,7 +218,7 @@ class Runner:
         loops = dict(EpochBasedTrainLoop=EpochBasedTrainLoop, IterBasedTrainLoop=IterBasedTrainLoop)
         if kind not in loops:
             raise KeyError(f'unknown train loop {kind!r}; known: {sorted(loops)}')
-        return loops[kind](self, self.train_dataloader, **cfg)
+        return loops[kind](self, self.train_dataloader, **cfg)  # type: ignore[call-arg]
 
     # -- hooks --------------------------------------------------------------
     def register_hook(self, hook: Union[Hook, Dict], priority: Any = None) -> None:
@@ -277,7 +277,7 @@ class Runner:
 
     # -- entry points ---------------------------------------------------------
     def _ori_model(self) -> nn.Module:
-        return self.model.module if is_wrapper(self.model, 'mmengine') else self.model
+        return self.model.module if is_wrapper(self.model, 'mmengine') else self.model  # type: ignore[return-value]
 
     def train(self) -> nn.Module:
         """``before_run``, ``load_or_resume``, the train loop, ``after_run``."""
@@ -385,7 +385,7 @@ class Runner:
         if resume_param_scheduler and self.param_schedulers is None:
             resume_param_scheduler = False
         if 'param_schedulers' in checkpoint and resume_param_scheduler:
-            for scheduler, state in zip(self.param_schedulers, checkpoint['param_schedulers']):
+            for scheduler, state in zip(self.param_schedulers, checkpoint['param_schedulers']):  # type: ignore[arg-type]
                 scheduler.load_state_dict(state)
         self._has_loaded = True
         self.logger.info(f'resumed epoch: {self.epoch}, iter: {self.iter}')
@@ -410,7 +410,7 @@ class Runner:
         model = self._ori_model()
         state = model.state_dict()
         cpu_state = type(state)((k, v.cpu()) for k, v in state.items())
-        cpu_state._metadata = getattr(state, '_metadata', None)
+        cpu_state._metadata = getattr(state, '_metadata', None)  # type: ignore[attr-defined]
         checkpoint: Dict[str, Any] = {'meta': meta, 'state_dict': cpu_state,
                                       'message_hub': self.message_hub.state_dict()}
         if save_optimizer:
@@ -421,7 +421,7 @@ class Runner:
         if save_param_scheduler and self.param_schedulers is None:
             save_param_scheduler = False
         if save_param_scheduler:
-            checkpoint['param_schedulers'] = [s.state_dict() for s in self.param_schedulers]
+            checkpoint['param_schedulers'] = [s.state_dict() for s in self.param_schedulers]  # type: ignore[union-attr]
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         atomic_torch_save(checkpoint, osp.join(out_dir, filename))
         return checkpoint

@@ -46,7 +46,7 @@ class TinyModel(nn.Module):
 
     def _parse_losses(self, losses: Dict[str, torch.Tensor]) -> torch.Tensor:
         # mmengine BaseModel.parse_losses: sum of the means of every '*loss*' entry
-        return sum(v.mean() for k, v in losses.items() if 'loss' in k)
+        return sum(v.mean() for k, v in losses.items() if 'loss' in k)  # type: ignore[return-value]
 
     def train_step(self, data: Dict[str, torch.Tensor], optimizer: Any = None,
                    optim_wrapper: Any = None) -> Dict[str, Any]:
@@ -85,4 +85,4 @@ def make_samples(n: int, seed: int = 1) -> List[Dict[str, torch.Tensor]]:
 
 def make_loader(n: int = 6, batch_size: int = 2, seed: int = 1) -> DataLoader:
     """A sequential ``DataLoader`` over :func:`make_samples` (default collate)."""
-    return DataLoader(make_samples(n, seed), batch_size=batch_size, shuffle=False)
+    return DataLoader(make_samples(n, seed), batch_size=batch_size, shuffle=False)  # type: ignore[arg-type]

@@ -154,7 +154,7 @@ def run_scenario(framework: str = 'mmcv', runner: str = 'epoch', *,
         loaders = [data if mode == 'train' else val_data for mode, _ in flow]
         try:
             if how in ('runner', 'both'):
-                run.resume(path, map_location=resume.get('map_location', 'default'))
+                run.resume(path, map_location=resume.get('map_location', 'default'))  # type: ignore[union-attr]
             elif how == 'load_from':
                 run.load_checkpoint(path)
             run.run(loaders, flow)
@@ -279,12 +279,12 @@ def summarize(result: ScenarioResult) -> Dict[str, Any]:
     """The JSON-able record of one run: hooks, trace rows, checkpoints, final digests."""
     final = dict(state_dict=state_digest(result.final))
     w = result.final.get('fc.weight')
-    final['w'] = None if w is None else hexf(w[0, 0])
+    final['w'] = None if w is None else hexf(w[0, 0])  # type: ignore[assignment]
     if result.ema is not None:
         final['ema'] = state_digest(result.ema)
-        final['ema_w'] = hexf(result.ema['module.fc.weight'][0, 0])
+        final['ema_w'] = hexf(result.ema['module.fc.weight'][0, 0])  # type: ignore[assignment]
     elif 'ema_fc_weight' in result.final:
-        final['ema_w'] = hexf(result.final['ema_fc_weight'][0, 0])
+        final['ema_w'] = hexf(result.final['ema_fc_weight'][0, 0])  # type: ignore[assignment]
     return dict(hooks=[list(h) for h in result.hooks], trace=result.trace.as_lists(),
                 checkpoints={k: summarize_checkpoint(v) for k, v in result.checkpoints.items()},
                 latest=result.latest, final=final, error=_error_text(result.error))

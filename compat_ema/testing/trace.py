@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
+from ..core.torch_features import bits_view
 from ..core.wrappers import unwrap
 from ..mmcv.runner.hooks.hook import Hook as MMCVHook
 from ..mmengine.hooks.hook import Hook as MMEngineHook
@@ -49,7 +50,7 @@ def tensor_digest(t: torch.Tensor) -> str:
     """First 16 hex digits of sha256 over dtype, shape and the raw bytes (bitwise identity)."""
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256(f'{t.dtype}{tuple(t.shape)}'.encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    h.update(bits_view(t.reshape(-1)).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()[:16]
 
 
@@ -124,7 +125,7 @@ def probe(runner, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     if ema is not None:
         ema_w = _get(ema, 'module.fc.weight')
         ema_nbt = _get(ema, 'module.bn.num_batches_tracked')
-        steps = int(ema.steps) if hasattr(ema, 'steps') else None
+        steps = int(ema.steps) if hasattr(ema, 'steps') else None  # type: ignore[arg-type]
     else:
         ema_w = _get(model, 'ema_fc_weight')
         ema_nbt = _get(model, 'ema_bn_num_batches_tracked')

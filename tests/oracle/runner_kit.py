@@ -8,6 +8,7 @@ checkpoints under torch 2.13 otherwise).
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import os
@@ -266,8 +267,13 @@ def ema_hook_of(runner):
 
 
 # --- comparing --------------------------------------------------------------------------------
+#: torch.load(weights_only=False) where the keyword exists (torch >= 1.13): a full read of
+#: the real upstream's own files
+FULL_LOAD = {'weights_only': False} if 'weights_only' in inspect.signature(torch.load).parameters else {}
+
+
 def load(path: Path) -> dict:
-    return torch.load(str(path), map_location='cpu', weights_only=False)
+    return torch.load(str(path), map_location='cpu', **FULL_LOAD)
 
 
 def checkpoint_files(work_dir: Path) -> List[str]:
@@ -275,7 +281,8 @@ def checkpoint_files(work_dir: Path) -> List[str]:
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().reshape(-1).contiguous().view(torch.uint8)
+    from compat_ema.core.torch_features import bits_view   # torch 1.8-1.10: no view(uint8)
+    return bits_view(t.detach().reshape(-1).contiguous())
 
 
 def _same_tensor(a, b) -> bool:

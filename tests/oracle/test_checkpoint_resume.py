@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from compat_ema import checkpoint as C
+from compat_ema.core.torch_features import bits_view
 from runner_kit import ema_hook_of, make_batches, make_weights, real_runners, run_engine, \
     run_mmcv  # noqa: F401  (real_runners is a fixture)
 
@@ -32,7 +33,7 @@ def ema_name(k):
 
 
 def bits(t):
-    return t.dtype, tuple(t.shape), t.detach().reshape(-1).contiguous().view(torch.uint8).tolist()
+    return t.dtype, tuple(t.shape), bits_view(t.detach().reshape(-1).contiguous()).tolist()
 
 
 def mmcv_final(runner):

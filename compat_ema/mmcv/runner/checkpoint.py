@@ -39,7 +39,7 @@ def get_state_dict(module: nn.Module, destination: Optional[OrderedDict] = None,
                    prefix: str = '', keep_vars: bool = False) -> OrderedDict:
     """``mmcv.runner.get_state_dict``: parameters and *all* buffers, wrappers unwrapped."""
     if is_wrapper(module, 'mmcv'):
-        module = module.module
+        module = module.module  # type: ignore[assignment]
     if destination is None:
         destination = OrderedDict()
         destination._metadata = OrderedDict()  # type: ignore[attr-defined]
@@ -81,7 +81,7 @@ def save_checkpoint(model: nn.Module, filename: str, optimizer: Union[Optimizer,
         raise TypeError(f'meta must be a dict or None, but got {type(meta)}')
     meta.update(mmcv_version=MMCV_VERSION, time=time.asctime())
     if is_wrapper(model, 'mmcv'):
-        model = model.module
+        model = model.module  # type: ignore[assignment]
     if getattr(model, 'CLASSES', None) is not None:
         meta.update(CLASSES=model.CLASSES)
     checkpoint: Dict[str, Any] = {'meta': meta, 'state_dict': weights_to_cpu(get_state_dict(model))}
@@ -114,6 +114,6 @@ def load_checkpoint(model: nn.Module, filename: str,
     metadata = getattr(state_dict, '_metadata', OrderedDict())
     for pattern, repl in revise_keys:
         state_dict = OrderedDict((re.sub(pattern, repl, k), v) for k, v in state_dict.items())
-    state_dict._metadata = metadata  # type: ignore[attr-defined]
+    state_dict._metadata = metadata  # type: ignore[union-attr]
     load_state_dict(model, state_dict, strict=strict, generation='mmcv', logger=logger)
     return checkpoint

@@ -32,13 +32,13 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..._compat_registry import MMENGINE_MODELS
-from ...core import kernels
+from ...core import kernels, torch_features
 from ...core.checks import require
 from ...core.structure import ModuleSnapshot
 
 _LOG = logging.getLogger('compat_ema.mmengine')
 _DEVICE = operator.attrgetter('device')
-_IS_CPU = operator.attrgetter('is_cpu')
+_IS_CPU = torch_features.is_cpu   # Tensor.is_cpu, or the device type on torch < 1.11
 
 
 class BaseAveragedModel(nn.Module):
@@ -50,6 +50,8 @@ class BaseAveragedModel(nn.Module):
         device: where to keep the copy. Defaults to None (the model's device).
         update_buffers: also average buffers (the whole state dict). Defaults to False.
     """
+
+    steps: Tensor  # a registered buffer (long scalar)
 
     def __init__(self, model: nn.Module, interval: int = 1,
                  device: Optional[torch.device] = None, update_buffers: bool = False) -> None:
@@ -72,7 +74,7 @@ class BaseAveragedModel(nn.Module):
     def _avg_many(self, averaged: List[Tensor], sources: List[Tensor], steps: Tensor) -> None:
         """Apply ``avg_func`` to each pair; built-in subclasses batch it."""
         for avg, src in zip(averaged, sources):
-            self.avg_func(avg, src, steps)
+            self.avg_func(avg, src, steps)  # type: ignore[arg-type]  # upstream passes the tensor
 
     def __getstate__(self):
         """Pickle/deepcopy without the cached fast-path plan (it references the source model)."""

@@ -30,6 +30,7 @@ import torch
 from ...._compat_registry import MMDET_HOOKS
 from ....core import kernels, swap
 from ....core.checks import require
+from ....core.torch_features import get_submodule
 from ....core.wrappers import unwrap
 from ....mmcv.runner.hooks.hook import Hook
 
@@ -142,7 +143,7 @@ class BaseEMAHook(Hook):
             if name not in where:
                 prefix, _, attr = name.rpartition('.')
                 try:
-                    where[name] = (model.get_submodule(prefix) if prefix else model, attr)
+                    where[name] = (get_submodule(model, prefix), attr)   # any torch >= 1.8
                 except AttributeError:
                     where[name] = None
             if where[name] is not None:
