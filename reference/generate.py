@@ -10,7 +10,7 @@ One command, in the oracle env (the real mmcv 1.6.0, mmdet 2.28.2, mmengine 0.10
 It runs, in order, each generator present beside it: ``gen_trajectories.py`` (EMA
 trajectories), ``gen_traces.py`` (hook-call traces of the real runners),
 ``gen_checkpoints.py`` (real checkpoint files), ``gen_native.py`` (mmdet 3.x / mmyolo
-trajectories). Each exposes ``main(out_dir: pathlib.Path) -> list[pathlib.Path]``
+trajectories), ``gen_gan.py`` (mmedit 0.x / mmagic 1.x hook trajectories). Each exposes ``main(out_dir: pathlib.Path) -> list[pathlib.Path]``
 returning the files it wrote, and writes them in ``out_dir``, which is
 ``reference/<subdir>`` (:data:`SUBDIRS`: trajectories, traces, checkpoints,
 native); a missing generator is skipped with a message. No generator
@@ -53,10 +53,10 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native')
+GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native', 'gen_gan')
 #: each generator's out_dir, under reference/: it writes its files directly in there
 SUBDIRS = {'gen_trajectories': 'trajectories', 'gen_traces': 'traces',
-           'gen_checkpoints': 'checkpoints', 'gen_native': 'native'}
+           'gen_checkpoints': 'checkpoints', 'gen_native': 'native', 'gen_gan': 'gan'}
 NOT_BYTE_STABLE = {
     'gen_checkpoints': 'checkpoint files record run-specific values: the timestamps (mmcv meta '
                        '"time", mmengine meta "time" and the timestamped "experiment_name"), '

@@ -16,6 +16,8 @@ Public API (see each module's docstring for the upstream behaviour it carries):
   :mod:`compat_ema.testing.replay`, :mod:`compat_ema.testing.environment`,
   :mod:`compat_ema.testing.tolerance`: golden files, checks per kernel class, recorded EMA
   runs (``EMAReplay``), environment fingerprints (docs/golden-tests.md).
+* :mod:`compat_ema.testing.gan`: ``TinyRestorer`` (``generator`` + ``generator_ema``, for the
+  mmedit/mmagic hooks).
 """
 import importlib
 from typing import Any, Dict
@@ -27,6 +29,7 @@ _EXPORTS: Dict[str, str] = {
                      'MMDataParallel', 'OptimizerHook'], 'mmcv_runner'),
     'Runner': 'mmengine_runner',
     **dict.fromkeys(['ListLoader', 'TinyModel', 'make_loader', 'make_samples'], 'models'),
+    'TinyRestorer': 'gan',
     **dict.fromkeys(['ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix'],
                     'equivalence'),
     **dict.fromkeys(['ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize'],
