@@ -31,9 +31,10 @@ _OLD_LABEL = re.compile(r'(?<![\w.])[ABC]\.(?:1[01]|[1-9])(?![\w.])')
 _MD_LINK = re.compile(r'\]\(([^)\s]+)\)')
 _PATH = re.compile(r'(?<![\w/.-])((?:docs|tests|compat_ema|benchmarks|reference)/[\w./-]*\w'
                    r'|MIGRATION\.md|README\.md)(\*)?(#[\w-]+)?(::\w+)?')
-#: not references: the golden files' format tag; ``test_x`` is the placeholder for a user's test
+#: not references: the golden files' format tag; ``test_x`` is the placeholder for a user's test,
+#: ``test_ema_golden`` the user's test file (and its golden folder) in docs/golden-tests.md
 NOT_REFERENCES = {'compat_ema.golden'}
-_PLACEHOLDER = re.compile(r'(?:^|/)test_x(?:\.py)?$')
+_PLACEHOLDER = re.compile(r'(?:^|/)(?:test_x|test_ema_golden)(?:\.py)?(?:$|/|::)')
 _DOTTED = re.compile(r'(?<![\w./-])(compat_ema(?:\.\w+)+)')
 _SECTION = re.compile(r'((?:docs/)?[\w-]+\.md)[,:]?\s*\(?"([^"]{3,100})"')
 

@@ -71,13 +71,16 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         return
     for req in producible_capabilities():  # AVX2 and DEFAULT on an AVX2 CPU, + AVX512
         env = dict(os.environ, ATEN_CPU_CAPABILITY=req)
+        # with entry points off (PYTEST_DISABLE_PLUGIN_AUTOLOAD), load this plugin by name
+        by_name = ['-p', __name__] if env.get('PYTEST_DISABLE_PLUGIN_AUTOLOAD') else []
         proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                               '-p', 'no:xdist', '--golden-record-class', *nodeids],
+                               '-p', 'no:xdist', *by_name, '--golden-record-class', *nodeids],
                               env=env, cwd=str(config.invocation_params.dir),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             raise pytest.UsageError(f'compat_ema golden: recording kernel class '
                                     f'ATEN_CPU_CAPABILITY={req} failed:\n{proc.stdout[-3000:]}')
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """List the golden files written under ``--golden-record``."""
