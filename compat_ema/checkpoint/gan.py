@@ -56,7 +56,7 @@ class GanLayout:
 
 def _is_mmengine(ckpt: dict) -> bool:
     meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    return 'message_hub' in ckpt or 'mmengine_version' in meta
+    return 'message_hub' in ckpt or 'mmengine_version' in meta  # type: ignore[operator]
 
 
 def detect(ckpt: Any, filename: Optional[str] = None) -> Optional[GanLayout]:
@@ -75,7 +75,7 @@ def detect(ckpt: Any, filename: Optional[str] = None) -> Optional[GanLayout]:
     steps = {e: int(ckpt['state_dict'][f'{e}.steps']) for e in pairs
              if f'{e}.steps' in ckpt['state_dict']}
     moduled = {e for e in pairs if any(k.startswith(f'{e}.module.') for k in keys)}
-    it = meta.get('iter') if isinstance(meta.get('iter'), int) else None
+    it = meta.get('iter') if isinstance(meta.get('iter'), int) else None  # type: ignore[union-attr]
     notes: List[str] = []
     if _is_mmengine(ckpt):
         family = 'mmagic-ema_config' if steps or moduled else 'mmagic'

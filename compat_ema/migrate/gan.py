@@ -244,7 +244,7 @@ def divergence(old: Dict[str, Any], new: Dict[str, Any], iters: int) -> List[str
     for entry, scope in ((old, 'mmedit'), (new, None)):
         spec = classify_gan(entry, 'mmcv' if scope else 'mmengine')
         cfg = {k: v for k, v in entry.items() if k != 'priority'}
-        cfg['type'] = spec.kind
+        cfg['type'] = spec.kind  # type: ignore[union-attr]
         model = _ToyPair(traj[0], cfg['module_keys'])
         hook = HOOKS.build(cfg)
         runner = types.SimpleNamespace(model=model, iter=0)
@@ -259,7 +259,7 @@ def divergence(old: Dict[str, Any], new: Dict[str, Any], iters: int) -> List[str
                 for tensor in (src.w, src.frozen, src.stat):
                     tensor.data.copy_(traj[t + 1])
                 runner.iter = t
-                if spec.kind == MMEDIT:
+                if spec.kind == MMEDIT:  # type: ignore[union-attr]
                     hook.after_train_iter(runner)
                 else:
                     hook.after_train_iter(runner, t)

@@ -41,7 +41,7 @@ def _rows(obj: Union[Dict[str, torch.Tensor], golden.Trajectory]) -> List[Tuple[
         pairs = list(zip(obj.labels, obj.snapshots))
     else:
         pairs = [('state', obj)]
-    out, prev = [], {}
+    out, prev = [], {}  # type: ignore[var-annotated]
     for label, snap in pairs:
         facts = {}
         for k, t in snap.items():
@@ -126,7 +126,7 @@ def check_golden(path: Union[str, Path], actual: Any, device: Any = 'cpu',
         golden.assert_matches(expected, actual, ulp=ulp, atol=atol, context=context or str(path))
     except golden.GoldenMismatch as exc:
         if recorded is None:
-            classes = ', '.join(meta.get('kernel_classes') or ['unknown'])
+            classes = ', '.join(meta.get('kernel_classes') or ['unknown'])  # type: ignore[assignment]
             raise golden.GoldenMismatch(
                 f'{note}; schedule identical; kernel class {cls} has no recording (recorded: '
                 f'{classes}) and the tensors differ beyond the bound for unrecorded classes '

@@ -59,14 +59,14 @@ class EMAReplay:
         if mode != 'record':
             if not self.path.is_file():
                 raise golden.GoldenFileError(f'golden file {self.path} does not exist')
-            self._expected, _ = golden.load_golden(self.path)  # inputs: the primary recording
+            self._expected, _ = golden.load_golden(self.path)  # type: ignore[assignment]  # inputs: the primary recording
 
     def feed(self, model: Any) -> None:
         """Before an EMA event: record ``model``'s raw state, or write the recorded one into it."""
         state = _state(model)
         if self.mode != 'record':
             i = len(self.trajectory)
-            snaps = self._expected.snapshots
+            snaps = self._expected.snapshots  # type: ignore[union-attr]
             recorded = {k[4:]: v for k, v in snaps[i].items() if k.startswith('src.')} \
                 if i < len(snaps) else {}
             if set(recorded) != set(state):
