@@ -55,8 +55,8 @@ class GanLayout:
 
 
 def _is_mmengine(ckpt: dict) -> bool:
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    return 'message_hub' in ckpt or 'mmengine_version' in meta  # type: ignore[operator]
+    meta = ckpt.get('meta')
+    return 'message_hub' in ckpt or (isinstance(meta, dict) and 'mmengine_version' in meta)
 
 
 def detect(ckpt: Any, filename: Optional[str] = None) -> Optional[GanLayout]:
@@ -71,11 +71,12 @@ def detect(ckpt: Any, filename: Optional[str] = None) -> Optional[GanLayout]:
     if not pairs:
         return None
     ev = [f'state_dict has {", ".join(f"{e}.* beside {s}.*" for e, s in pairs.items())}']
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    meta_obj = ckpt.get('meta')
+    meta: dict = meta_obj if isinstance(meta_obj, dict) else {}
     steps = {e: int(ckpt['state_dict'][f'{e}.steps']) for e in pairs
              if f'{e}.steps' in ckpt['state_dict']}
     moduled = {e for e in pairs if any(k.startswith(f'{e}.module.') for k in keys)}
-    it = meta.get('iter') if isinstance(meta.get('iter'), int) else None  # type: ignore[union-attr]
+    it = meta.get('iter') if isinstance(meta.get('iter'), int) else None
     notes: List[str] = []
     if _is_mmengine(ckpt):
         family = 'mmagic-ema_config' if steps or moduled else 'mmagic'

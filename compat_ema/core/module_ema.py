@@ -87,7 +87,8 @@ def ensure_ema_modules(model: nn.Module, keys: Tuple[str, ...], generation: str)
         if not has_ema:
             setattr(model, key, copy.deepcopy(getattr(model, src)))
             warnings.warn(f'We do not suggest construct and initialize EMA model {key} in hook. '
-                          'You may explicitly define it by yourself.')
+                          'You may explicitly define it by yourself.',
+                          stacklevel=1)  # upstream's (the default)
 
 
 @torch.no_grad()

@@ -243,6 +243,8 @@ def divergence(old: Dict[str, Any], new: Dict[str, Any], iters: int) -> List[str
     per_iter = []
     for entry, scope in ((old, 'mmedit'), (new, None)):
         spec = classify_gan(entry, 'mmcv' if scope else 'mmengine')
+        if spec is None:
+            raise ValueError(f'not an ExponentialMovingAverageHook entry: {entry!r}')
         cfg = {k: v for k, v in entry.items() if k != 'priority'}
         cfg['type'] = spec.kind  # type: ignore[union-attr]
         model = _ToyPair(traj[0], cfg['module_keys'])

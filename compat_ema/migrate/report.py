@@ -50,7 +50,8 @@ def _gan_lines(mig: Migration, spec: GanSpec, new: dict, sim_iters: int, rows: i
     from .schedule import format_table
     n = min(mig.iters, sim_iters)
     new_spec = classify_gan(new, 'mmengine')
-    old_steps, new_steps = gan_schedule(spec, n), gan_schedule(new_spec, n)  # type: ignore[arg-type]
+    assert new_spec is not None  # map_gan_* wrote it
+    old_steps, new_steps = gan_schedule(spec, n), gan_schedule(new_spec, n)
     same = all(a.action == b.action and abs(a.momentum - b.momentum) <= 1e-12
                for a, b in zip(old_steps, new_steps))
     out = ['  * weight of the new weights per iteration: '

@@ -72,7 +72,8 @@ class ExponentialMovingAverageHook(Hook):
         if momentum > 0.5:
             warnings.warn('The value of momentum in EMA is usually a small number,which is '
                           'different from the conventional notion of momentum but got '
-                          f'{momentum}. Please make sure the value is correct.')
+                          f'{momentum}. Please make sure the value is correct.',
+                          stacklevel=1)  # upstream's (the default)
         m = momentum if trainable else momentum_nontrainable
         return b + (a - b) * m
 
