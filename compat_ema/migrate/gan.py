@@ -246,7 +246,7 @@ def divergence(old: Dict[str, Any], new: Dict[str, Any], iters: int) -> List[str
         if spec is None:
             raise ValueError(f'not an ExponentialMovingAverageHook entry: {entry!r}')
         cfg = {k: v for k, v in entry.items() if k != 'priority'}
-        cfg['type'] = spec.kind  # type: ignore[union-attr]
+        cfg['type'] = spec.kind
         model = _ToyPair(traj[0], cfg['module_keys'])
         hook = HOOKS.build(cfg)
         runner = types.SimpleNamespace(model=model, iter=0)
@@ -261,7 +261,7 @@ def divergence(old: Dict[str, Any], new: Dict[str, Any], iters: int) -> List[str
                 for tensor in (src.w, src.frozen, src.stat):
                     tensor.data.copy_(traj[t + 1])
                 runner.iter = t
-                if spec.kind == MMEDIT:  # type: ignore[union-attr]
+                if spec.kind == MMEDIT:
                     hook.after_train_iter(runner)
                 else:
                     hook.after_train_iter(runner, t)
