@@ -492,8 +492,7 @@ TOLERANCE_TABLE: Tuple[Tuple[str, str, Tolerance], ...] = (
 def tolerance_for(torch_version: Optional[str] = None, device: str = 'cpu') -> Tolerance:
     """The policy row for ``torch_version`` (default: this torch) on ``device`` ('cpu', 'cuda')."""
     version = torch_version or torch.__version__
-    # the device type by name: torch < 1.12 cannot even parse torch.device('mps')
-    dev = device.type if isinstance(device, torch.device) else str(device).split(':')[0]
+    dev = device.type if isinstance(device, torch.device) else str(device).split(':')[0]  # torch 1.8: no 'mps'
     for pattern, row_dev, tol in TOLERANCE_TABLE:
         if row_dev == dev and fnmatch.fnmatchcase(version, pattern):
             return tol
