@@ -27,6 +27,15 @@ Codes (each with the anchors of docs/runner-behaviour.md that show the behaviour
   (``steps`` 0) and the model gets the EMA weights (#mmengine-emahook, info);
 * ``E202`` mmengine ``train()`` then ``test()`` on one runner: the EMA model is
   rebuilt from the raw weights before testing (#mmengine-emahook).
+
+GAN/restoration family (mmedit 0.x / mmagic 1.x, docs/gan-family.md):
+
+* ``E301`` mmagic ``ExponentialMovingAverageHook`` with ``interp_cfg`` momentum
+  > 0.5, or mmagic ``model.ema_config`` momentum > 0.5: mmagic's momentum is the
+  weight of the *new* weights, so this is an un-flipped mmedit 0.x value and the
+  EMA follows the generator almost exactly;
+* ``E302`` mmedit/mmagic hook with ``interval <= 0`` (the default is -1): the
+  EMA stops changing at ``start_iter`` (info).
 """
 from __future__ import annotations
 
@@ -61,7 +70,7 @@ class Finding:
     ref: str
 
     def __str__(self) -> str:
-        where = ', '.join(f'{DOC}#{anchor}' for anchor in self.ref.split())
+        where = ', '.join(a if '/' in a else f'{DOC}#{a}' for a in self.ref.split())
         return f'[{self.code} {self.severity}] {self.message} (see {where})'
 
 
@@ -97,12 +106,13 @@ def diagnose(config: Dict[str, Any], generation: Optional[str] = None) -> List[F
         raise TypeError(f'config must be a dict, got {type(config).__name__}')
     if 'type' in config and 'custom_hooks' not in config:
         config = dict(custom_hooks=[config])
+    gan = _diagnose_gan(config, generation)
     hooks = [h for h in config.get('custom_hooks') or [] if isinstance(h, dict) and _is_ema(h)]
     if not hooks:
-        return []
+        return gan
     generation = generation or _generation(config, hooks)
     if generation == 'mmengine':
-        return _diagnose_mmengine(config)
+        return gan + _diagnose_mmengine(config)
     runner_type = str((config.get('runner') or {}).get('type', 'EpochBasedRunner'))
     iter_runner = 'Iter' in runner_type
     out: List[Finding] = []
@@ -111,7 +121,7 @@ def diagnose(config: Dict[str, Any], generation: Optional[str] = None) -> List[F
         out.extend(_mmcv_rules(_short_type(cfg), prio, bool(cfg.get('resume_from')),
                                bool(config.get('resume_from')), iter_runner,
                                int(cfg.get('interval', 1))))
-    return out
+    return gan + out
 
 
 def _mmcv_rules(kind: str, prio: int, hook_resume: bool, runner_resume: bool, iter_runner: bool,
@@ -152,6 +162,53 @@ def _mmcv_rules(kind: str, prio: int, hook_resume: bool, runner_resume: bool, it
         out.append(Finding('E106', 'info',
                            f'mmcv EMAHook stores momentum**interval (interval={interval}): the '
                            f'per-update momentum gets smaller as the interval grows.', 'mmcv-emahook'))
+    return out
+
+
+_FLIP_REF = 'docs/gan-family.md'
+
+
+def _diagnose_gan(config: Dict[str, Any], generation: Optional[str]) -> List[Finding]:
+    """E301/E302 for mmedit/mmagic ``ExponentialMovingAverageHook`` and mmagic ``ema_config``."""
+    from .migrate.gan import GanSpec, classify_gan
+    from .migrate.hookspec import config_generation
+    gen = generation or config_generation(config) or (
+        'mmengine' if isinstance(config.get('model'), dict)
+        and 'ema_config' in config['model'] else 'mmcv')
+    out: List[Finding] = []
+    for i, hook in enumerate(config.get('custom_hooks') or []):
+        try:
+            spec = classify_gan(hook, gen)
+        except ValueError:  # unknown keys / ambiguous: the migrate command reports those
+            spec = None
+        if not isinstance(spec, GanSpec):
+            continue
+        a = spec.resolved()
+        m = a.get('momentum')
+        if spec.flipped and isinstance(m, (int, float)) and m > 0.5:
+            out.append(Finding('E301', 'warning',
+                               f'custom_hooks[{i}] mmagic ExponentialMovingAverageHook with '
+                               f'interp_cfg momentum={m!r}: in mmagic 1.x momentum is the weight '
+                               f'of the NEW weights, so the EMA follows the generator almost '
+                               f'exactly; this looks like an un-flipped mmedit 0.x value (mmedit '
+                               f'{m!r} is mmagic {1 - m:.6g}).', _FLIP_REF))
+        if isinstance(a.get('interval'), int) and a['interval'] <= 0:
+            out.append(Finding('E302', 'info',
+                               f'custom_hooks[{i}] {spec.kind} with interval={a["interval"]} '
+                               f'(default -1): the EMA is a copy of the generator until '
+                               f'start_iter={a["start_iter"]} and never changes afterwards.',
+                               _FLIP_REF))
+    model = config.get('model')
+    ema_cfg = model.get('ema_config') if isinstance(model, dict) else None
+    if isinstance(ema_cfg, dict):
+        m = ema_cfg.get('momentum')
+        kind = str(ema_cfg.get('type', 'ExponentialMovingAverage')).rpartition('.')[2]
+        if kind == 'ExponentialMovingAverage' and isinstance(m, (int, float)) and m > 0.5:
+            out.append(Finding('E301', 'warning',
+                               f'model.ema_config momentum={m!r}: mmagic\'s ExponentialMovingAverage '
+                               f'gives the NEW weights this weight, so the EMA follows the '
+                               f'generator almost exactly; an un-flipped mmedit-style value? '
+                               f'(mmedit {m!r} is {1 - m:.6g} here).', _FLIP_REF))
     return out
 
 

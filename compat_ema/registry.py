@@ -4,9 +4,9 @@ Reproduces how users name EMA hooks and averaged models in OpenMMLab configs:
 ``dict(type='EMAHook', momentum=..., priority=49)``,
 ``dict(type='EMAHook', ema_type='MomentumAnnealingEMA')``, scoped names such as
 ``'mmdet.ExpMomentumEMAHook'``. The scopes form a tree like mmengine's
-registries: ``mmdet`` is a child of ``mmcv`` (mmdet 2.x builds its hooks from
-mmcv's ``HOOKS``, so ``'mmdet.EMAHook'`` is mmcv's ``EMAHook``), ``mmdet3`` and
-``mmyolo`` are children of ``mmengine``. An unscoped name is looked up in the
+registries: ``mmdet``, ``mmedit`` and ``mmgen`` are children of ``mmcv`` (mmdet 2.x builds its hooks from
+mmcv's ``HOOKS``, so ``'mmdet.EMAHook'`` is mmcv's ``EMAHook``), ``mmdet3``,
+``mmyolo`` and ``mmagic`` are children of ``mmengine``. An unscoped name is looked up in the
 scope given to :meth:`Registry.build` (or set with :func:`default_scope`), then
 its parents; with no scope at all it must be unambiguous across scopes, and
 ``EMAHook`` (mmcv and mmengine both have one) is not.
@@ -31,9 +31,12 @@ __all__ = ['Registry', 'HOOKS', 'MODELS', 'default_scope', 'current_scope', 'in_
 SCOPES: Dict[str, Tuple[Optional[str], str]] = {
     'mmcv': (None, 'compat_ema.mmcv'),
     'mmdet': ('mmcv', 'compat_ema.mmdet'),
+    'mmedit': ('mmcv', 'compat_ema.mmedit'),
+    'mmgen': ('mmcv', 'compat_ema.mmgen'),
     'mmengine': (None, 'compat_ema.mmengine'),
     'mmdet3': ('mmengine', 'compat_ema.mmdet3'),
     'mmyolo': ('mmengine', 'compat_ema.mmyolo'),
+    'mmagic': ('mmengine', 'compat_ema.mmagic'),
     'legacy': ('mmengine', 'compat_ema.legacy'),
 }
 

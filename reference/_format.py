@@ -63,3 +63,99 @@ def write_atomic(obj: Dict[str, Any], path: Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# --------------------------------------------------------------------------- environment
+_CHILD = 'COMPAT_EMA_GEN_CLASS_CHILD'
+
+
+def environment_module():
+    """compat_ema/testing/environment.py loaded by path (torch + stdlib only; no compat_ema
+    package import, so generate.py's firewall still holds for every reference value)."""
+    import importlib.util
+    import sys
+    name = 'reference_environment'
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / 'compat_ema' / 'testing' / 'environment.py'
+        spec = importlib.util.spec_from_file_location(name, str(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def fingerprint() -> Dict[str, Any]:
+    """The environment fingerprint of this process (see compat_ema.testing.environment)."""
+    return environment_module().fingerprint('cpu')
+
+
+def is_class_child() -> bool:
+    """True in the child process that records one kernel class."""
+    return bool(os.environ.get(_CHILD))
+
+
+def record_per_class(script: Path, out_dir: Path) -> List[Path]:
+    """Run ``script OUT`` once per kernel class (``ATEN_CPU_CAPABILITY``, 1 thread) and merge:
+    one golden file per case, its ``data`` recorded with the first class, ``variants`` holding the
+    keys that round differently under the others, ``meta.kernel_classes`` and
+    ``meta.environment`` (format version 2)."""
+    import subprocess
+    import sys
+    out_dir = Path(out_dir)
+    recorded: Dict[str, Path] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # ATEN_CPU_CAPABILITY values this CPU can run, primary (AVX2) first: on an AVX2 CPU
+        # AVX2 and DEFAULT; with AVX-512 all three
+        for req in environment_module().producible_capabilities():
+            sub = Path(tmp) / req
+            env = dict(os.environ, ATEN_CPU_CAPABILITY=req, OMP_NUM_THREADS='1',
+                       MKL_NUM_THREADS='1', **{_CHILD: '1'})
+            subprocess.run([sys.executable, str(script), str(sub)], env=env, check=True)
+            first = sorted(sub.glob('*.pt'))[0]
+            cls = json.loads(_load(first)['meta_json'])[
+                'environment']['kernel_class']
+            if cls not in recorded:
+                recorded[cls] = sub
+        classes = list(recorded)
+        primary = recorded[classes[0]]
+        written = []
+        for path in sorted(primary.glob('*.error.json')):  # the upstream failed on this torch
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / path.name).write_bytes(path.read_bytes())
+            written.append(out_dir / path.name)
+        for path in sorted(primary.glob('*.pt')):
+            raw = _load(path)
+            meta = json.loads(raw['meta_json'])
+            variants = {}
+            for cls in classes[1:]:
+                other = _load(recorded[cls] / path.name)
+                if other['keys'] != raw['keys'] or other.get('index') != raw.get('index') \
+                        or other.get('labels') != raw.get('labels'):
+                    raise RuntimeError(f'{path.name}: the schedule differs under {cls}')
+                variants[cls] = {k: v for k, v in other['data'].items()
+                                 if not _same_bits(v, raw['data'][k])}
+            meta['kernel_classes'] = classes
+            raw['meta_json'] = json.dumps(meta, sort_keys=True)
+            raw['version'] = 2
+            raw['variants'] = variants
+            written.append(write_atomic(raw, out_dir / path.name))
+    return written
+
+
+def _load(path: Path) -> Dict[str, Any]:
+    """``torch.load`` of a file this module wrote (``weights_only`` where torch has it: >= 1.13)."""
+    try:
+        return torch.load(str(path), map_location='cpu', weights_only=True)
+    except TypeError:  # torch < 1.13: no weights_only (these are our own child's files)
+        return torch.load(str(path), map_location='cpu')
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.is_floating_point():
+        try:
+            a, b = a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8)
+        except (TypeError, RuntimeError):  # torch < 1.9: no view(dtype); equal values then
+            pass
+    return torch.equal(a, b)

@@ -165,9 +165,13 @@ def _ev(method: str, **counters) -> Dict[str, Any]:
     return {'op': 'call', 'method': method, **counters}
 
 
-def stream_mmcv_epoch(epochs: int, iters: int) -> List[Dict[str, Any]]:
+def stream_mmcv_epoch(epochs: int, iters: int, val: bool = False) -> List[Dict[str, Any]]:
     """mmcv EpochBasedRunner around an EMA hook (docs/runner-behaviour.md#mmcv-epoch-runner):
-    swaps at epoch boundaries."""
+    swaps at epoch boundaries.
+
+    ``val``: workflow ``[('train', 1), ('val', 1)]``: a validation epoch after each train
+    epoch (mmcv's ``before_val_epoch``/``after_val_epoch``, which call ``before_epoch`` /
+    ``after_epoch`` in the base Hook; the epoch counter has moved on)."""
     ev, it = [_ev('before_run', iter=0, epoch=0)], 0
     for e in range(epochs):
         ev.append(_ev('before_train_epoch', iter=it, epoch=e))
@@ -176,6 +180,9 @@ def stream_mmcv_epoch(epochs: int, iters: int) -> List[Dict[str, Any]]:
             ev.append(_ev('after_train_iter', iter=it, epoch=e, inner_iter=i))
             it += 1
         ev.append(_ev('after_train_epoch', iter=it, epoch=e))
+        if val:
+            ev += [_ev('before_val_epoch', iter=it, epoch=e + 1),
+                   _ev('after_val_epoch', iter=it, epoch=e + 1)]
     ev.append(_ev('after_run', iter=it, epoch=epochs))
     return ev
 
@@ -303,6 +310,10 @@ def _cases() -> List[Dict[str, Any]]:
               me3x3, model='conv_bn', seed=22),
         _case('mmdet_exp_buffers', 'mmdet', 'ExpMomentumEMAHook',
               dict(momentum=0.01, total_iter=5), me2x3, seed=23),
+        # a validation epoch between train epochs: the swaps stay at the train-epoch edges
+        _case('mmdet_exp_trainval', 'mmdet', 'ExpMomentumEMAHook',
+              dict(momentum=0.01, total_iter=5), ['mmcv_epoch', {'epochs': 2, 'iters': 3,
+                                                                 'val': True}], seed=40),
         _case('mmdet_exp_skip_buffers_interval3', 'mmdet', 'ExpMomentumEMAHook',
               dict(momentum=0.01, total_iter=5, interval=3, skip_buffers=True), me3x3, seed=24),
         _case('mmdet_linear_warmup_bites', 'mmdet', 'LinearMomentumEMAHook',

@@ -267,8 +267,21 @@ def _record(entry: dict, path: pathlib.Path, generation: str, extra: dict) -> di
 
 
 def main(out_dir: pathlib.Path) -> List[pathlib.Path]:
-    """Train, save and keep the real checkpoints; return the written paths (manifest last)."""
-    out_dir = pathlib.Path(out_dir)
+    """Train, save and keep the real checkpoints; return the written paths (manifest last).
+
+    At 1 thread (pinned here): the optimizer state and weights are training numerics, whose last
+    bits depend on the thread count and BLAS kernels; ``manifest.json`` records the environment."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _main(pathlib.Path(out_dir))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(out_dir: pathlib.Path) -> List[pathlib.Path]:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from _format import fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: Dict[str, dict] = {}
     written: List[pathlib.Path] = []
@@ -300,7 +313,7 @@ def main(out_dir: pathlib.Path) -> List[pathlib.Path]:
               'runners (reference/gen_checkpoints.py). raw_side: where the raw (non-EMA) weights '
               'are, observed in the run.',
         model='Linear(4, 3) -> BatchNorm1d(3); SGD lr 0.1 momentum 0.9; 3 batches of 5x4 per epoch',
-        files=manifest), indent=1, sort_keys=True) + '\n')
+        environment=fingerprint(), files=manifest), indent=1, sort_keys=True) + '\n')
     written.append(man)
     return written
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / 'tests' / 'oracle'))
 
 import native  # noqa: E402
-from _format import pack_trajectory, write_atomic  # noqa: E402
+from _format import (fingerprint, is_class_child, pack_trajectory, record_per_class,  # noqa: E402
+                     write_atomic)
 
 
 def upstream_versions() -> dict:
@@ -53,16 +54,21 @@ def record(case: dict):
 
 
 def main(out_dir: Path) -> List[Path]:
-    """Write one golden file per case into ``out_dir``; return the paths."""
+    """Write one golden file per case into ``out_dir``; return the paths (every kernel class
+    this CPU can run, one child process each: ``_format.record_per_class``)."""
     out_dir = Path(out_dir)
+    if not is_class_child():
+        return record_per_class(Path(__file__), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    env = fingerprint()
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     written = []
     try:
         for case in native.golden_cases():
             labels, snaps = record(case)
-            meta = {'case': json.loads(json.dumps(case)), 'recorded_with': upstream_versions()}
+            meta = {'case': json.loads(json.dumps(case)), 'recorded_with': upstream_versions(),
+                    'environment': env}
             written.append(write_atomic(pack_trajectory(labels, snaps, meta),
                                         out_dir / f"{case['name']}.pt"))
     finally:

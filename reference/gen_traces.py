@@ -525,8 +525,10 @@ def dumps(record_: Dict[str, Any]) -> str:
     def compact(obj):
         return json.dumps(obj, separators=(',', ':'), ensure_ascii=True)
 
-    lines = ['{', f'"name":{compact(record_["name"])},', f'"spec":{compact(record_["spec"])},',
-             '"phases":{']
+    lines = ['{', f'"name":{compact(record_["name"])},']
+    if 'environment' in record_:
+        lines.append(f'"environment":{compact(record_["environment"])},')
+    lines += [f'"spec":{compact(record_["spec"])},', '"phases":{']
     names = list(record_['phases'])
     for i, phase in enumerate(names):
         p = record_['phases'][phase]
@@ -557,13 +559,22 @@ def main(out_dir: pathlib.Path, names: Optional[List[str]] = None) -> List[pathl
             os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = previous
 
 
+def _fingerprint() -> Dict[str, Any]:
+    """The environment of this recording (``reference/_format.fingerprint``)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from _format import fingerprint
+    return fingerprint()
+
+
 def _write_all(out_dir: pathlib.Path, names: Optional[List[str]]) -> List[pathlib.Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    env = _fingerprint()  # training numerics (GEMM, threads) are this machine's: tests compare
+    # the recorded floats bitwise only where training_key(env) is theirs, the schedule everywhere
     for spec in SCENARIOS:
         if names is not None and spec['name'] not in names:
             continue
-        rec = dict(name=spec['name'], spec=spec, phases=record(spec))
+        rec = dict(name=spec['name'], environment=env, spec=spec, phases=record(spec))
         path = out_dir / f'{spec["name"]}.json'
         text = dumps(rec)
         tmp = path.with_suffix('.json.tmp')

@@ -24,7 +24,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / 'tests' / 'oracle'))
 
 import cases  # noqa: E402
-from _format import pack_trajectory, write_atomic  # noqa: E402
+from _format import (fingerprint, is_class_child, pack_trajectory, record_per_class,  # noqa: E402
+                     write_atomic)
 
 
 def upstream_versions() -> dict:
@@ -70,16 +71,34 @@ def _write_error(case: dict, versions: dict, exc: BaseException, target: Path) -
 
 
 def main(out_dir: Path) -> List[Path]:
-    """Write ``out_dir/<case>.pt`` for every case (``reference/trajectories``); return the paths."""
+    """Write ``out_dir/<case>.pt`` for every case (``reference/trajectories``); return the paths.
+
+    Records every kernel class this CPU can run (one child process each, 1 thread; see
+    ``_format.record_per_class``) into one file per case."""
     import upstream
     if not upstream.available():
         raise SystemExit('gen_trajectories: the real mmcv 1.6.0 / mmdet 2.28.2 / mmengine 0.10.7 '
                          'are not importable here; run with .tox/oracle/bin/python')
-    versions = upstream_versions()
     target = Path(out_dir)
+    if is_class_child():
+        return _record(target)
+    written = record_per_class(Path(__file__), target)
+    names = {p.name for p in written}
+    for stale in sorted(list(target.glob('*.pt')) + list(target.glob('*.error.json'))):
+        if stale.name not in names:
+            stale.unlink()
+            print(f'gen_trajectories: removed stale {stale}')
+    return written
+
+
+def _record(target: Path) -> List[Path]:
+    """One kernel class (this process's), at 1 thread."""
+    versions = upstream_versions()
+    env = fingerprint()
     written = []
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # mmcv's deprecated add_(Number, Tensor) overload
@@ -92,16 +111,11 @@ def main(out_dir: Path) -> List[Path]:
                     written.append(_write_error(case, versions, exc, target))
                     continue
                 meta = {'case': case, 'recorded_with': dict(versions, device='cpu'),
-                        'generator': 'reference/gen_trajectories.py'}
+                        'generator': 'reference/gen_trajectories.py', 'environment': env}
                 written.append(write_atomic(pack_trajectory(labels, snaps, meta),
                                             target / f"{case['name']}.pt"))
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-    names = {p.name for p in written}
-    for stale in sorted(list(target.glob('*.pt')) + list(target.glob('*.error.json'))):
-        if stale.name not in names:
-            stale.unlink()
-            print(f'gen_trajectories: removed stale {stale}')
     return written
 
 

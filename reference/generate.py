@@ -10,7 +10,7 @@ One command, in the oracle env (the real mmcv 1.6.0, mmdet 2.28.2, mmengine 0.10
 It runs, in order, each generator present beside it: ``gen_trajectories.py`` (EMA
 trajectories), ``gen_traces.py`` (hook-call traces of the real runners),
 ``gen_checkpoints.py`` (real checkpoint files), ``gen_native.py`` (mmdet 3.x / mmyolo
-trajectories). Each exposes ``main(out_dir: pathlib.Path) -> list[pathlib.Path]``
+trajectories), ``gen_gan.py`` (mmedit 0.x / mmagic 1.x hook trajectories). Each exposes ``main(out_dir: pathlib.Path) -> list[pathlib.Path]``
 returning the files it wrote, and writes them in ``out_dir``, which is
 ``reference/<subdir>`` (:data:`SUBDIRS`: trajectories, traces, checkpoints,
 native); a missing generator is skipped with a message. No generator
@@ -18,14 +18,30 @@ may import compat_ema: the references must come from the real upstream only, and
 this script stops with an error if one did.
 
 ``MANIFEST.json`` records the upstream and torch versions, python, the device, the
-command, and the sha256 and size of every file. Files of ``gen_checkpoints`` carry
-the runners' timestamps (mmcv meta ``time``, mmengine meta ``time``), so their
-bytes differ between recordings; everything else is byte-identical on regeneration
-(``--check`` verifies it).
+command, the sha256 and size of every file, the environment fingerprint of the
+machine that generated them (``environment``: torch build, CPU model, ATen
+capability, BLAS/ISA, threads) and ``last_regeneration`` (when, which
+generators, on which fingerprint) for the last real run. Files of
+``gen_checkpoints`` carry the runners' timestamps (mmcv meta ``time``, mmengine
+meta ``time``), so their bytes differ between recordings.
+
+``--check`` regenerates into a temporary directory and reports, per file:
+
+* ``identical``: the same bytes;
+* ``environment-only``: differs only where the machine shows: the fingerprint in a
+  golden file's meta or a trace's header, the kernel classes a CPU can record (a
+  golden's data for every class both runs recorded is bitwise equal), the
+  run-specific values of a checkpoint (:data:`VOLATILE`), or, when the training
+  key of the regenerating machine is not the recording's (another CPU model,
+  BLAS/ISA, thread count), training floats: a trace's floats whose identity
+  pattern, counters and keys are equal, a checkpoint's tensors whose keys, dtypes
+  and shapes are equal;
+* ``DIFFERS``: anything else (exit status 1).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import importlib.util
 import json
@@ -33,14 +49,14 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native')
+GENERATORS = ('gen_trajectories', 'gen_traces', 'gen_checkpoints', 'gen_native', 'gen_gan')
 #: each generator's out_dir, under reference/: it writes its files directly in there
 SUBDIRS = {'gen_trajectories': 'trajectories', 'gen_traces': 'traces',
-           'gen_checkpoints': 'checkpoints', 'gen_native': 'native'}
+           'gen_checkpoints': 'checkpoints', 'gen_native': 'native', 'gen_gan': 'gan'}
 NOT_BYTE_STABLE = {
     'gen_checkpoints': 'checkpoint files record run-specific values: the timestamps (mmcv meta '
                        '"time", mmengine meta "time" and the timestamped "experiment_name"), '
@@ -131,6 +147,12 @@ def run_generators(out_dir: Path, only: Optional[List[str]] = None) -> Dict[str,
     return results
 
 
+def _fingerprint() -> dict:
+    sys.path.insert(0, str(HERE))
+    from _format import fingerprint
+    return fingerprint()
+
+
 def build_manifest(out_dir: Path, results: Dict[str, dict]) -> dict:
     """The manifest dict for the files the generators reported."""
     import torch
@@ -147,6 +169,7 @@ def build_manifest(out_dir: Path, results: Dict[str, dict]) -> dict:
         'python': platform.python_version(),
         'device': f'cpu ({platform.machine()}); torch.cuda.is_available()='
                   f'{torch.cuda.is_available()}, recorded on cpu',
+        'environment': _fingerprint(),
         'generators': {n: {'status': r['status'], 'n_files': len(r['files']),
                            **({'note': NOT_BYTE_STABLE[n]} if n in NOT_BYTE_STABLE else {})}
                        for n, r in results.items()},
@@ -236,42 +259,188 @@ def non_volatile_differences(old: Path, new: Path) -> List[str]:
             if not any(fnmatch.fnmatchcase(p.split('.HistoryBuffer')[0], pat) for pat in VOLATILE)]
 
 
+def _training_key(env: Optional[dict]) -> tuple:
+    env = env or {}
+    blas = env.get('blas') or {}
+    return (str(env.get('torch', '')).split('+')[0], env.get('machine'), env.get('cpu_model'),
+            env.get('cpu_capability'), blas.get('name'), blas.get('isa'), env.get('threads'))
+
+
+def _golden_same(old: Path, new: Path) -> Optional[str]:
+    """None when two golden files (.pt) differ only in environment fields; else where."""
+    import torch
+    a = torch.load(str(old), map_location='cpu', weights_only=True)
+    b = torch.load(str(new), map_location='cpu', weights_only=True)
+    ma, mb = json.loads(a.pop('meta_json')), json.loads(b.pop('meta_json'))
+    ca, cb = ma.pop('kernel_classes', [None]), mb.pop('kernel_classes', [None])
+    for m in (ma, mb):
+        m.pop('environment', None)
+    if ma != mb:
+        return 'meta'
+    if ca[0] != cb[0]:
+        return f'primary kernel class {ca[0]} != {cb[0]}'
+    va, vb = a.pop('variants', {}), b.pop('variants', {})
+    a.pop('version'), b.pop('version')
+    bad = _diff_paths(a, b)
+    if bad:
+        return f'data {bad[:3]}'
+    for cls in set(ca[1:]) & set(cb[1:]):
+        if _diff_paths(va.get(cls, {}), vb.get(cls, {})):
+            return f'data of kernel class {cls}'
+    return None
+
+
+def _identity(obj, names=None):
+    """Floats and digests replaced by their order of first appearance (equality pattern)."""
+    import re
+    names = {} if names is None else names
+    if isinstance(obj, str) and re.match(r'^(-?0x[0-9a-f.]+p[+-]?\d+|[0-9a-f]{16})$', obj):
+        return names.setdefault(obj, f'v{len(names)}')
+    if isinstance(obj, dict):
+        done = {k: _identity(obj[k], names) for k in sorted(obj)}
+        return {k: done[k] for k in obj}
+    if isinstance(obj, list):
+        return [_identity(v, names) for v in obj]
+    return obj
+
+
+def _trace_same(old: Path, new: Path, training_differs: bool) -> Optional[str]:
+    """None when two traces differ only in environment fields; else where."""
+    a = json.loads(old.read_text(encoding='utf-8'))
+    b = json.loads(new.read_text(encoding='utf-8'))
+    a.pop('environment', None)
+    b.pop('environment', None)
+    if a == b:
+        return None
+    if not training_differs:
+        return 'values (same training key)'
+    if a['spec'] != b['spec']:
+        return 'spec'
+    probes = [{n: [[r[6], r[7], r[10], r[12]] for r in p['trace']]
+               + [[p['final'].get('w'), p['final'].get('ema_w')]] for n, p in x['phases'].items()}
+              for x in (a, b)]
+    if _identity(probes[0]) != _identity(probes[1]):
+        return 'identity pattern of the training floats'
+    for phase, pa in a['phases'].items():
+        pb = b['phases'].get(phase) or {}
+        rows = [[[r[i] for i in (0, 1, 2, 3, 4, 5, 8, 9, 11)] for r in p['trace']] for p in (pa, pb)]
+        if rows[0] != rows[1] or pa['hooks'] != pb['hooks'] or pa['error'] != pb['error']:
+            return f'{phase}: hook order or counters'
+        ka = {n: (c['keys'], c['meta'], list(c['state_dict'])) for n, c in pa['checkpoints'].items()}
+        kb = {n: (c['keys'], c['meta'], list(c['state_dict'])) for n, c in pb['checkpoints'].items()}
+        if ka != kb:
+            return f'{phase}: checkpoint keys or meta'
+    return None
+
+
+def _checkpoint_same(old: Path, new: Path, training_differs: bool) -> Optional[str]:
+    other = non_volatile_differences(old, new)
+    if not other:
+        return None
+    if not training_differs:
+        return f'beyond run-specific values: {other[:5]}'
+    import torch
+    a = torch.load(str(old), map_location='cpu', weights_only=False)
+    b = torch.load(str(new), map_location='cpu', weights_only=False)
+
+    def shapes(x):
+        if isinstance(x, torch.Tensor):
+            return (str(x.dtype), tuple(x.shape))
+        if isinstance(x, dict):
+            return {k: shapes(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [shapes(v) for v in x]
+        return type(x).__name__
+    tensors_only = all(isinstance(_get(a, p), torch.Tensor) for p in other)
+    return None if tensors_only and shapes(a) == shapes(b) else f'structure: {other[:5]}'
+
+
+def _get(obj, path: str):
+    import re
+    for part in re.findall(r'/([^/\[]+)|\[(\d+)\]', path):
+        key, idx = part
+        try:
+            obj = obj[int(idx)] if idx else (obj[key] if key in obj else obj[int(key)])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return obj
+
+
+def classify(rel: str, old: Path, new: Path, old_env: Optional[dict],
+             new_env: Optional[dict]) -> Tuple[str, str]:
+    """``(status, why)`` for one regenerated file: 'identical', 'environment-only', 'DIFFERS'."""
+    if sha256(old) == sha256(new):
+        return 'identical', ''
+    training_differs = _training_key(old_env) != _training_key(new_env)
+    if rel.endswith('.json') and rel.startswith('traces/'):
+        why = _trace_same(old, new, training_differs)
+    elif rel.endswith('.pth'):
+        why = _checkpoint_same(old, new, training_differs)
+    elif rel.endswith('.pt'):
+        why = _golden_same(old, new)
+    elif rel == 'checkpoints/manifest.json':
+        a = json.loads(old.read_text(encoding='utf-8'))
+        b = json.loads(new.read_text(encoding='utf-8'))
+        a.pop('environment', None)
+        b.pop('environment', None)
+        for m in (a, b):  # digests of training numerics; sizes move with pickled timestamps
+            for e in m.get('files', {}).values():
+                e.pop('size', None)
+                e.pop('sha256', None)
+                if training_differs:
+                    e['digests'] = sorted(e.get('digests', {}))
+        why = None if a == b else 'content'
+    else:
+        why = 'bytes'
+    if why is None:
+        if rel.endswith('.pth'):
+            return 'environment-only', ('run-specific values (timestamps, work dir, wall-clock '
+                                        'times)' + ('; training numerics of another environment'
+                                                    if training_differs else ''))
+        return 'environment-only', ('training numerics of another environment'
+                                    if training_differs else 'environment fields (fingerprint, '
+                                    'kernel classes)')
+    return 'DIFFERS', why
+
+
 def check(only: Optional[List[str]] = None) -> int:
-    """Regenerate into a temp dir; compare with MANIFEST.json. 0 when byte-stable files match."""
+    """Regenerate into a temp dir; classify every file against reference/ (see module doc)."""
     manifest = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
+    old_env = manifest.get('environment')
     bad = 0
+    counts: Dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results = run_generators(Path(tmp), only)
-        fresh = build_manifest(Path(tmp), results)['files']
+        fresh = build_manifest(Path(tmp), results)
+        new_env = fresh['environment']
+        print(f'check: reference/ recorded on {_describe(old_env)}')
+        print(f'check: regenerated on      {_describe(new_env)}')
         for rel, entry in manifest['files'].items():
             if (only and entry['generator'] not in only) or entry['generator'].startswith(
                     'external:'):
                 continue
-            new = fresh.get(rel)
-            if new is None:
-                print(f'check: {rel} was not regenerated')
-                bad += 1
-            elif new['sha256'] != entry['sha256']:
-                if entry['byte_stable']:
-                    print(f'check: {rel} differs (sha256 {new["sha256"][:12]} != '
-                          f'{entry["sha256"][:12]})')
-                    bad += 1
-                elif rel.endswith('.pth'):
-                    other = non_volatile_differences(HERE / rel, Path(tmp) / rel)
-                    if other:
-                        print(f'check: {rel} differs beyond run-specific values: {other[:5]}')
-                        bad += 1
-                    else:
-                        print(f'check: {rel} differs only in run-specific values (timestamps, '
-                              'work dir, wall-clock times)')
-                else:
-                    print(f'check: {rel} differs (not byte-stable by design)')
-        for rel in sorted(set(fresh) - set(manifest['files'])):
-            print(f'check: {rel} is new (not in {MANIFEST})')
+            if rel not in fresh['files']:
+                status, why = 'DIFFERS', 'not regenerated'
+            else:
+                status, why = classify(rel, HERE / rel, Path(tmp) / rel, old_env, new_env)
+            counts[status] = counts.get(status, 0) + 1
+            bad += status == 'DIFFERS'
+            print(f'check: {status:16} {rel}' + (f' ({why})' if why else ''))
+        for rel in sorted(set(fresh['files']) - set(manifest['files'])):
+            print(f'check: {"DIFFERS":16} {rel} (new: not in {MANIFEST})')
             bad += 1
-    print('check: OK, every byte-stable file is identical' if not bad else
-          f'check: {bad} problem(s)')
+    print(f'check: {counts}; ' + ('OK: no file differs beyond the environment' if not bad else
+                                  f'{bad} file(s) differ'))
     return 1 if bad else 0
+
+
+def _describe(env: Optional[dict]) -> str:
+    if not env:
+        return 'an unrecorded environment'
+    blas = env.get('blas') or {}
+    return (f"torch {env.get('torch')}, {env.get('cpu_model')}, capability "
+            f"{env.get('cpu_capability')}, BLAS {blas.get('name')}/{blas.get('isa')}, "
+            f"{env.get('threads')} thread(s)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -285,6 +454,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='run only these generators (with --check, compare only their files)')
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / 'tests' / 'oracle'))
+    import torch
+    torch.set_num_threads(1)  # pinned: every generator records at 1 thread (as its fingerprint says)
     if args.check:
         return check(args.only)
     if args.manifest_only:
@@ -305,8 +476,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit('generate: the real mmcv/mmdet/mmengine are not installed here; '
                              f'run {COMMAND}')
         old = json.loads((HERE / MANIFEST).read_text(encoding='utf-8'))
-        for key in ('upstream', 'torch', 'python', 'device'):  # those of the recording
-            manifest[key] = old[key]
+        for key in ('upstream', 'torch', 'python', 'device', 'environment'):  # the recording's
+            if key in old:
+                manifest[key] = old[key]
+    old = json.loads((HERE / MANIFEST).read_text(encoding='utf-8')) \
+        if (HERE / MANIFEST).is_file() else {}
+    if args.manifest_only:
+        for key in ('environment', 'last_regeneration'):
+            if key in old:
+                manifest[key] = old[key]
+    else:
+        manifest['last_regeneration'] = {
+            'when': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+            'generators': sorted(n for n, r in results.items() if r.get('status') == 'ran'),
+            'environment': manifest['environment'],
+            'previous': {k: v for k, v in (old.get('last_regeneration') or {}).items()
+                         if k != 'previous'} or None}
     _write_json(manifest, HERE / MANIFEST)
     print(f"generate: wrote reference/{MANIFEST}: {len(manifest['files'])} files, "
           f"{manifest['total_size']} bytes")

@@ -21,6 +21,8 @@ from compat_ema.cli import main as cli
 from compat_ema.core.torch_features import bits_view
 from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
 
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
+
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 
 

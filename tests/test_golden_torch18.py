@@ -32,8 +32,10 @@ import torch
 
 from compat_ema.core import kernels
 from compat_ema.core.torch_features import lerp_implemented
-from compat_ema.testing import golden
+from compat_ema.testing import golden, portable
 from helpers import replay_or_upstream_error
+
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -87,8 +89,9 @@ def test_replay_matches_torch18_golden(name, fast, caplog):
             labels, snaps = cases.drive(meta['case'], _hook)
     finally:
         kernels.set_fast_path(before)
-    golden.assert_matches(expected, golden.Trajectory(labels, snaps),
-                          ulp=policy_for(torch.__version__),
+    classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']
+    portable.check_golden(GOLDENS / f'{name}.pt', golden.Trajectory(labels, snaps), 'cpu',
+                          ulp=policy_for(torch.__version__), classes=classes,
                           context=f'torch 1.8.1 golden {name!r} replayed on torch '
                                   f'{torch.__version__} ({"foreach" if fast else "faithful"})')
 
@@ -118,7 +121,9 @@ def test_where_upstream_failed_on_torch18(name, fast):
 
 
 def test_torch18_goldens_cover_every_case():
-    assert set(RECORDED) | set(FAILED_UPSTREAM) == set(cases.CASES_BY_NAME)
+    # cases added after the torch 1.8.1 recording (test_golden_torch113.ADDED_AFTER_TORCH113)
+    added_later = {'mmdet_exp_trainval'}
+    assert set(RECORDED) | set(FAILED_UPSTREAM) == set(cases.CASES_BY_NAME) - added_later
     assert not set(RECORDED) & set(FAILED_UPSTREAM)
     assert FAILED_UPSTREAM == ['mmengine_bfloat16']
 

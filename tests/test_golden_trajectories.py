@@ -20,12 +20,14 @@ import pytest
 import torch
 
 from compat_ema.core import kernels
-from compat_ema.testing import golden
+from compat_ema.testing import golden, portable
 from helpers import replay_or_upstream_error
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
 import cases  # noqa: E402  (reference/cases.py: models, fake runner, event streams)
+
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
 TRAJ = REF / 'trajectories'
 
@@ -68,12 +70,12 @@ def kernel_path(request):
 
 @pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))
 def test_replays_golden_trajectory_cpu(name, kernel_path):
-    expected, meta = load_case(name)
+    _, meta = load_case(name)
     tol = golden.tolerance_for(torch.__version__, 'cpu')
     got = replay_or_upstream_error(meta['case'], lambda: replay(meta['case']))
     if got is None:   # this torch cannot run the case; neither can the upstream (helpers)
         return
-    golden.assert_matches(expected, got, ulp=tol.ulp, atol=tol.atol,
+    portable.check_golden(TRAJ / f'{name}.pt', got, 'cpu', tol.ulp, tol.atol,
                           context=f'golden case {name!r} (torch {torch.__version__}, cpu, '
                                   f"{'foreach' if kernel_path else 'faithful'} kernels)")
 
@@ -81,11 +83,11 @@ def test_replays_golden_trajectory_cpu(name, kernel_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))
 def test_replays_golden_trajectory_cuda(name):
-    expected, meta = load_case(name)
+    _, meta = load_case(name)
     tol = golden.tolerance_for(torch.__version__, 'cuda')
-    golden.assert_matches(expected, replay(meta['case'], device='cuda'), ulp=tol.ulp,
-                          atol=tol.atol, context=f'golden case {name!r} (torch '
-                                                 f'{torch.__version__}, cuda)')
+    portable.check_golden(TRAJ / f'{name}.pt', replay(meta['case'], device='cuda'), 'cuda',
+                          tol.ulp, tol.atol, context=f'golden case {name!r} (torch '
+                                                     f'{torch.__version__}, cuda)')
 
 
 def test_every_golden_file_is_a_case_and_back():

@@ -21,7 +21,9 @@ from compat_ema.mmdet3 import ExpMomentumEMA as MMDet3EMA
 from compat_ema.mmengine.hooks import EMAHook
 from compat_ema.mmyolo import ExpMomentumEMA as MMYOLOEMA
 from compat_ema.core.torch_features import lerp_implemented
-from compat_ema.testing import golden
+from compat_ema.testing import environment, golden, portable
+
+pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
 NATIVE = Path(__file__).resolve().parents[1] / 'reference' / 'native'
 CASES = {c['name']: c for c in native.golden_cases()}
@@ -29,8 +31,9 @@ CLASSES = {'mmdet3': MMDet3EMA, 'mmyolo': MMYOLOEMA}
 HOOK_NAMES = {'mmdet3': 'mmdet3.ExpMomentumEMA', 'mmyolo': 'MMYOLOExpMomentumEMA'}
 
 
-def load_case(name: str):
-    expected, meta = golden.load_golden(NATIVE / f'{name}.pt')
+def load_case(name: str, device: str = 'cpu'):
+    expected, meta = golden.load_golden(NATIVE / f'{name}.pt',
+                                        kernel_class=environment.kernel_class(device))
     assert meta['case'] == json.loads(json.dumps(CASES[name])), (
         f'{name}: tests/oracle/native.py golden_cases() no longer matches the recording; '
         're-record with .tox/oracle/bin/python reference/generate.py')
@@ -69,18 +72,18 @@ def test_replays_native_golden(name, kernel_path):
         with pytest.raises(RuntimeError, match='lerp.*not implemented'):
             replay(meta['case'], expected)
         return
-    golden.assert_matches(expected, replay(meta['case'], expected), ulp=tol.ulp, atol=tol.atol,
-                          context=f'native golden {name!r} (torch {torch.__version__}, '
+    portable.check_golden(NATIVE / f'{name}.pt', replay(meta['case'], expected), 'cpu', tol.ulp,
+                          tol.atol, context=f'native golden {name!r} (torch {torch.__version__}, '
                                   f"{'foreach' if kernel_path else 'faithful'} kernels)")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_replays_native_golden_cuda(name, kernel_path):
-    expected, meta = load_case(name)
+    expected, meta = load_case(name, 'cuda')
     tol = golden.tolerance_for(torch.__version__, 'cuda')
-    golden.assert_matches(expected, replay(meta['case'], expected, device='cuda'), ulp=tol.ulp,
-                          atol=tol.atol, context=f'native golden {name!r} (torch '
+    portable.check_golden(NATIVE / f'{name}.pt', replay(meta['case'], expected, device='cuda'),
+                          'cuda', tol.ulp, tol.atol, context=f'native golden {name!r} (torch '
                                                  f"{torch.__version__}, cuda, "
                                                  f"{'foreach' if kernel_path else 'faithful'})")
 

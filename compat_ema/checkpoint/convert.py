@@ -14,14 +14,17 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..core.atomic import check_output
+from . import gan
 from .errors import CheckpointError
 from .formats import COMPAT_KEY, EMACheckpoint, parse
 from .safe_load import load
 from .writers import atomic_save, to_legacy, to_mmengine
 
-__all__ = ['read', 'convert', 'build', 'check_strict', 'Result', 'TARGETS']
+__all__ = ['read', 'convert', 'build', 'check_strict', 'Result', 'TARGETS', 'GAN_TARGETS']
 
 TARGETS = ('mmcv', 'mmdet', 'mmengine')
+#: the GAN/restoration family (:mod:`.gan`): EMA in a ``<name>_ema`` sub-module
+GAN_TARGETS = ('mmedit', 'mmagic')
 
 
 @dataclass
@@ -56,8 +59,15 @@ def check_strict(warnings: Sequence[str], strict: bool) -> None:
 def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, priority=None,
          by_epoch: Optional[bool] = None, need_counters: bool = True) -> EMACheckpoint:
     """Load ``path`` safely and parse it (see :func:`.formats.parse` for the options)."""
+    return parse_loaded(load(path, trust=trust), path, model_keys, priority, by_epoch,
+                        need_counters)
+
+
+def parse_loaded(raw, path, model_keys: Optional[Sequence[str]] = None, priority=None,
+                 by_epoch: Optional[bool] = None, need_counters: bool = True) -> EMACheckpoint:
+    """:func:`read` for a checkpoint already loaded from ``path``."""
     try:
-        return parse(load(path, trust=trust), model_keys=model_keys, priority=priority,
+        return parse(raw, model_keys=model_keys, priority=priority,
                      by_epoch=by_epoch, filename=Path(path).resolve().name,
                      need_counters=need_counters)
     except CheckpointError as exc:
@@ -70,7 +80,8 @@ def read(path, trust: bool = False, model_keys: Optional[Sequence[str]] = None, 
 def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequence[str]] = None,
             param_keys: Optional[Sequence[str]] = None, source_priority=None,
             target_priority=None, skip_buffers: Optional[bool] = None,
-            by_epoch: Optional[bool] = None, trust: bool = False, strict: bool = False) -> Result:
+            by_epoch: Optional[bool] = None, trust: bool = False, strict: bool = False,
+            ema_config: bool = False) -> Result:
     """Convert the checkpoint ``src`` to the ``to`` generation's layout, written to ``dst``.
 
     ``to``: 'mmcv' (mmcv 1.6 ``EMAHook``), 'mmdet' (mmdet 2.28 EMA hooks) or
@@ -89,13 +100,20 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
     without EMA state converts with a note; a legacy file whose EMA side
     nothing decides is refused naming ``--source-priority``. What may make
     the result inexact is in ``Result.warnings``; ``strict`` refuses those.
+
+    'mmedit' / 'mmagic': the GAN family (:mod:`.gan`; ``ema_config``: write mmagic
+    ``BaseGAN(ema_config=...)``'s averaged-model keys instead of the hook's).
     """
-    if to not in TARGETS:
-        raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS}')
+    if to not in TARGETS + GAN_TARGETS:
+        raise CheckpointError(f'unknown target {to!r}; choose one of {TARGETS + GAN_TARGETS}')
     src = Path(src)
     dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
-    ck = read(src, trust=trust, model_keys=model_keys, priority=source_priority,
-              by_epoch=by_epoch)
+    raw = load(src, trust=trust)
+    layout = gan.detect(raw, src.name)
+    if to in GAN_TARGETS or layout is not None:
+        return _convert_gan(raw, layout, src, dst, to, force, ema_config)
+    ck = parse_loaded(raw, src, model_keys=model_keys, priority=source_priority,
+                      by_epoch=by_epoch)
     try:
         out = build(ck, to, param_keys, target_priority, skip_buffers)
         check_strict(ck.warnings, strict)
@@ -103,6 +121,26 @@ def convert(src, dst, to: str, force: bool = False, model_keys: Optional[Sequenc
         raise CheckpointError(f'{src}: {exc}') from None
     atomic_save(out, dst, [src], force)
     return Result(src, dst, ck.generation, to, ck.evidence, ck.notes, ck.warnings)
+
+
+def _convert_gan(raw, layout, src: Path, dst: Path, to: str, force: bool,
+                 ema_config: bool) -> Result:
+    """mmedit 0.x <-> mmagic 1.x (:mod:`.gan`): the EMA is a ``<name>_ema`` sub-module."""
+    if layout is None:
+        raise CheckpointError(f'{src}: not an mmedit/mmagic checkpoint (no <name>_ema.* '
+                              'beside <name>.* in state_dict)')
+    if to not in ('mmedit', 'mmagic'):
+        raise CheckpointError(f'{src}: an {layout.family} checkpoint (EMA in '
+                              f'{sorted(layout.pairs)}); convert it with --to mmagic or '
+                              '--to mmedit')
+    try:
+        out = (gan.to_mmagic(raw, layout, ema_config) if to == 'mmagic'
+               else gan.to_mmedit(raw, layout))
+    except CheckpointError as exc:
+        raise CheckpointError(f'{src}: {exc}') from None
+    atomic_save(out, dst, [src], force)
+    return Result(src, dst, layout.family, to + ('-ema_config' if ema_config else ''),
+                  layout.evidence, layout.notes)
 
 
 def build(ck: EMACheckpoint, to: str, param_keys: Optional[Sequence[str]] = None,

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..core.atomic import check_output
-from .convert import Result, check_strict, read
+from . import gan
+from .convert import Result, check_strict, parse_loaded
 from .errors import CheckpointError
+from .safe_load import load
 from .writers import atomic_save
 
 __all__ = ['export_ema', 'export_warnings']
@@ -37,12 +39,23 @@ def export_ema(src, dst, force: bool = False, model_keys: Optional[Sequence[str]
     of each generation does; tied weights stay one tensor. Reads runner
     checkpoints and bare state dicts with ``ema_*`` keys alike. Refuses a file
     without EMA state, and a legacy file whose EMA side nothing decides
-    (naming ``--source-priority``).
+    (naming ``--source-priority``). mmedit/mmagic files: the model's keys with each
+    ``<name>.*`` taken from ``<name>_ema``.
     """
     src = Path(src)
     dst = check_output(dst, [src], force, CheckpointError, parent_must_exist=True)
-    ck = read(src, trust=trust, model_keys=model_keys, priority=priority, by_epoch=by_epoch,
-              need_counters=False)
+    raw = load(src, trust=trust)
+    layout = gan.detect(raw, src.name)
+    if layout is not None:  # mmedit / mmagic: generator.* <- generator_ema[.module].*
+        try:
+            sd = gan.ema_weights(raw, layout)
+        except CheckpointError as exc:
+            raise CheckpointError(f'{src}: {exc}') from None
+        atomic_save(sd, dst, [src], force)
+        return Result(src, dst, layout.family, 'state dict (EMA weights in the source modules; '
+                      'the *_ema entries dropped)', layout.evidence, layout.notes)
+    ck = parse_loaded(raw, src, model_keys=model_keys, priority=priority, by_epoch=by_epoch,
+                      need_counters=False)
     if ck.ema is None:
         raise CheckpointError(f'{src}: no EMA weights in this checkpoint ({ck.evidence[-1]})')
     sd = OrderedDict((k, ck.ema.get(k, v)) for k, v in ck.raw.items())

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..core.torch_features import storage_nbytes, storage_of
+from . import gan
 from .errors import CheckpointError
 from .formats import COMPAT_KEY, parse
 from .safe_load import detect_serialization, load, opaque_objects
@@ -151,6 +152,17 @@ def inspect(path, trust: bool = False, model_keys: Optional[Sequence[str]] = Non
         except Exception:  # pragma: no cover
             pass
     rep.num_bytes = sum(storages.values())
+    layout = gan.detect(ckpt, path.resolve().name)
+    if layout is not None:  # mmedit 0.x / mmagic 1.x: the EMA is a sibling sub-module
+        rep.generation, rep.evidence, rep.notes = layout.family, layout.evidence, layout.notes
+        rep.iters_done, rep.by_epoch = layout.iters_done, False
+        meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+        rep.meta_epoch, rep.meta_iter = meta.get('epoch'), meta.get('iter')
+        form = '.module.*' if layout.averaged_model else '.*'
+        rep.ema_side = ', '.join(f'{e}{form} (EMA of {s}.*)' for e, s in layout.pairs.items())
+        if layout.steps:
+            rep.steps = min(layout.steps.values())
+        return rep
     # mmcv's latest.pth is a link to epoch_N.pth / iter_N.pth: the target's name is evidence
     opts = dict(model_keys=model_keys, priority=priority, by_epoch=by_epoch,
                 filename=path.resolve().name)

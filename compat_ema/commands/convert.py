@@ -1,4 +1,4 @@
-"""``compat-ema convert IN OUT --to {mmcv,mmdet,mmengine}``: move an EMA checkpoint across
+"""``compat-ema convert IN OUT --to {mmcv,mmdet,mmengine,mmedit,mmagic}``: move an EMA checkpoint across
 generations, written atomically; never overwrites IN, refuses an existing OUT without --force."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _run(args: argparse.Namespace) -> int:
                   model_keys=read_keys(args.model_keys), param_keys=read_keys(args.param_keys),
                   source_priority=args.source_priority, target_priority=args.target_priority,
                   skip_buffers=skip, by_epoch=args.by_epoch, trust=args.trust,
-                  strict=args.strict)
+                  strict=args.strict, ema_config=args.ema_config)
     if not args.quiet:
         print(cli_words(res.format()))
     elif res.warnings:   # warnings are never silenced
@@ -34,8 +34,12 @@ def register(sub) -> None:
                     '--force.')
     p.add_argument('src', metavar='IN', help='the checkpoint to convert (.pth)')
     p.add_argument('dst', metavar='OUT', help='the file to write (.pth)')
-    p.add_argument('--to', required=True, choices=('mmcv', 'mmdet', 'mmengine'),
-                   help='the generation whose runner will read OUT')
+    p.add_argument('--to', required=True, choices=('mmcv', 'mmdet', 'mmengine', 'mmedit', 'mmagic'),
+                   help='the generation whose runner will read OUT (mmedit/mmagic: the '
+                        'GAN/restoration family, EMA in generator_ema)')
+    p.add_argument('--ema-config', action='store_true',
+                   help="--to mmagic: BaseGAN(ema_config=...)'s averaged-model keys "
+                        "(<name>_ema.module.*, <name>_ema.steps) instead of the hook's")
     p.add_argument('--force', action='store_true', help='replace an existing OUT')
     p.add_argument('--target-priority', metavar='P',
                    help='legacy target: the EMA hook priority the file should look written by '

@@ -56,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         config['runner'] = dict(type='IterBasedRunner' if args.runner == 'iter' else 'EpochBasedRunner')
     if args.test_after_train:
         config['test_after_train'] = True
-    if not hooks:
+    model = config.get('model')
+    if not hooks and not (isinstance(model, dict) and 'ema_config' in model):
         return fail('doctor', 'no EMA hook found in the config (custom_hooks) or --hook', REFUSED)
     findings = diagnose(config, generation=args.generation)
     print(format_findings(findings))

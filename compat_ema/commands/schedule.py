@@ -42,15 +42,21 @@ def _entries(arg: str, generation) -> List[Tuple[str, object]]:
     entry = eval_expression(node, {})
     if not isinstance(entry, dict) or 'type' not in entry:
         raise ConfigError(f'a hook dict needs a type: {arg!r}')
+    from ..migrate.gan import classify_gan
+
+    def either(gen):
+        return classify(entry, gen) or classify_gan(entry, gen)
     try:
-        spec = classify(entry, generation)
+        spec = either(generation)
     except AmbiguousHookError:
-        print('note: a bare EMAHook exists in mmcv 1.x and in mmengine; showing both '
-              '(write mmcv.EMAHook / mmengine.EMAHook, or pass --generation)')
-        return [('as mmcv', classify(entry, 'mmcv')), ('as mmengine', classify(entry, 'mmengine'))]
+        print(f'note: a bare {entry["type"]} exists in the mmcv 1.x and the mmengine generation '
+              '(EMAHook: mmcv/mmengine; ExponentialMovingAverageHook: mmedit/mmagic, with opposite '
+              'momentum); showing both (write it scoped, or pass --generation)')
+        return [('as mmcv', either('mmcv')), ('as mmengine', either('mmengine'))]
     if spec is None:
         raise ConfigError(f'{entry["type"]!r} is not an EMA hook this tool knows (mmcv EMAHook, '
-                          'mmdet ExpMomentumEMAHook/LinearMomentumEMAHook, mmengine EMAHook)')
+                          'mmdet ExpMomentumEMAHook/LinearMomentumEMAHook, mmengine EMAHook, '
+                          'mmedit/mmagic ExponentialMovingAverageHook)')
     return [('hook', spec)]
 
 

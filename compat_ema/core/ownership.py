@@ -43,8 +43,8 @@ def probe_use_count(api=None) -> Tuple[Optional[Callable[[int], int]], int]:
     """
     if os.environ.get('COMPAT_EMA_USE_COUNT', '').lower() in ('0', 'off'):
         return None, -1
-    count = getattr(torch._C, '_storage_Use_Count', None) if api is None else api
-    if count is None or not hasattr(torch.Tensor, 'untyped_storage'):
+    count = torch_features.STORAGE_USE_COUNT if api is None else api
+    if count is None or not torch_features.UNTYPED_STORAGE:
         return None, -1
     try:
         t = torch.empty(4)

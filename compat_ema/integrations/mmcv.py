@@ -39,9 +39,11 @@ from ..mmcv.runner.hooks.ema import EMAHook as _EMAHook
 from ..mmdet.core.hook.ema import BaseEMAHook as _BaseEMAHook
 from ..mmdet.core.hook.ema import ExpMomentumEMAHook as _ExpMomentumEMAHook
 from ..mmdet.core.hook.ema import LinearMomentumEMAHook as _LinearMomentumEMAHook
+from ..mmedit.core.hooks.ema import ExponentialMovingAverageHook as _MMEditEMAHook
 from ._mixin import hook_class_for, retype
 
 __all__ = ['EMAHook', 'BaseEMAHook', 'ExpMomentumEMAHook', 'LinearMomentumEMAHook',
+           'ExponentialMovingAverageHook',
            'REGISTERED', 'as_mmcv_hook', 'mmcv_hook_class', 'install']
 
 _LOG = logging.getLogger('compat_ema.integrations')
@@ -61,6 +63,8 @@ EMAHook = mmcv_hook_class(_EMAHook)
 BaseEMAHook = mmcv_hook_class(_BaseEMAHook)
 ExpMomentumEMAHook = mmcv_hook_class(_ExpMomentumEMAHook)
 LinearMomentumEMAHook = mmcv_hook_class(_LinearMomentumEMAHook)
+#: mmedit 0.16.1's ``ExponentialMovingAverageHook`` (registered as ``CompatExponentialMovingAverageHook``)
+ExponentialMovingAverageHook = mmcv_hook_class(_MMEditEMAHook)
 
 #: name in mmcv's HOOKS -> class registered there by :func:`install`
 REGISTERED: Dict[str, type] = {}
@@ -84,7 +88,8 @@ def install() -> Dict[str, type]:
     """Register the hooks in mmcv's HOOKS and mmcv's wrappers in compat_ema (idempotent)."""
     for name, cls in (('CompatEMAHook', EMAHook), ('CompatBaseEMAHook', BaseEMAHook),
                       ('CompatExpMomentumEMAHook', ExpMomentumEMAHook),
-                      ('CompatLinearMomentumEMAHook', LinearMomentumEMAHook)):
+                      ('CompatLinearMomentumEMAHook', LinearMomentumEMAHook),
+                      ('CompatExponentialMovingAverageHook', ExponentialMovingAverageHook)):
         taken = MMCV_HOOKS.module_dict.get(name)
         if taken is None:
             MMCV_HOOKS.register_module(name=name, module=cls)

@@ -19,12 +19,13 @@ Importing it (it imports mmengine; nothing else in compat_ema does):
   ==========================  ===========================================================
   ``legacy``                  unchanged (new names): ``LegacyMMCVEMA``, ``LegacyMMDetEMA``,
                               ``LegacyExpMomentumEMA``, ``LegacyLinearMomentumEMA``,
-                              ``LegacyEMAHook``
+                              ``LegacyEMAHook``, ``LegacyExponentialMovingAverageHook``
   ``mmengine``                ``Compat`` + name: ``CompatEMAHook``,
                               ``CompatExponentialMovingAverage``, ``CompatMomentumAnnealingEMA``,
                               ``CompatStochasticWeightAverage``
   ``mmdet3`` (if present)     ``CompatMMDet3`` + name, e.g. ``CompatMMDet3ExpMomentumEMA``
   ``mmyolo`` (if present)     ``CompatMMYOLO`` + name, e.g. ``CompatMMYOLOExpMomentumEMA``
+  ``mmagic``                  ``CompatMMagic`` + name: ``CompatMMagicExponentialMovingAverageHook``
   ==========================  ===========================================================
 
   A name already taken by another class is left alone (with a warning);
@@ -69,7 +70,7 @@ _LOG = logging.getLogger('compat_ema.integrations')
 
 #: compat scope -> prefix of its names in mmengine's registries
 PREFIXES = {'mmengine': 'Compat', 'mmdet3': 'CompatMMDet3', 'mmyolo': 'CompatMMYOLO',
-            'legacy': ''}
+            'mmagic': 'CompatMMagic', 'legacy': ''}
 #: name in mmengine's HOOKS / MODELS -> class registered there by :func:`install`
 REGISTERED_HOOKS: Dict[str, type] = {}
 REGISTERED_MODELS: Dict[str, type] = {}

@@ -6,6 +6,8 @@
   :class:`LegacyExpMomentumEMA`, :class:`LegacyLinearMomentumEMA`).
 * :class:`LegacyEMAHook`: an mmengine hook that also keeps the legacy swap
   points (the model holds the EMA weights after training).
+* :class:`LegacyExponentialMovingAverageHook`: mmedit 0.16's GAN/restoration
+  EMA hook (``generator_ema``) with its numbers, under mmengine.
 
 With the real mmengine, name them in configs after
 ``custom_imports=dict(imports=['compat_ema.integrations.mmengine_plugin'])``;
@@ -14,7 +16,8 @@ MIGRATION.md, "Keeping legacy EMA numbers under mmengine".
 """
 from .averaged_models import (LegacyAveragedModel, LegacyExpMomentumEMA,
                               LegacyLinearMomentumEMA, LegacyMMCVEMA, LegacyMMDetEMA)
+from .gan_hook import LegacyExponentialMovingAverageHook
 from .hook import LegacyEMAHook
 
 __all__ = ['LegacyAveragedModel', 'LegacyMMCVEMA', 'LegacyMMDetEMA', 'LegacyExpMomentumEMA',
-           'LegacyLinearMomentumEMA', 'LegacyEMAHook']
+           'LegacyLinearMomentumEMA', 'LegacyEMAHook', 'LegacyExponentialMovingAverageHook']

@@ -14,6 +14,9 @@ the end of the file:
 * ``custom_hooks = [...]`` in full when the list comes from a ``_base_`` file
   (mmcv and mmengine both replace lists when merging).
 
+mmedit 0.x's ``ExponentialMovingAverageHook`` is mapped by :mod:`~compat_ema.migrate.gan`
+(to mmagic 1.x's hook, whose ``momentum`` is flipped).
+
 Unknown keys on an EMA entry raise :class:`~compat_ema.migrate.hookspec.UnknownKeysError`;
 an EMA-like hook of an unknown type raises :class:`UnsupportedHooks` (listing
 them) unless ``keep_unknown`` leaves them as written. The result is checked by
@@ -28,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..core.atomic import write_new
 from .configparse import BaseRef, ConfigError, LoadedConfig, SourceFile, Unevaluated, load_config, \
     parse_source
+from .gan import GanSpec, classify_gan, map_gan_exact, map_gan_native
 from .hookspec import HookSpec, classify, config_generation, is_ema_like
 from .mapping import PLUGIN, MappedEntry, map_exact, map_native
 from .rewrite import Edit, UneditableEntry, append_to_list_edit, apply_edits, entry_edits, render
@@ -92,7 +96,7 @@ def find_ema_hooks(loaded: LoadedConfig, generation: Optional[str] = None
     hooks = _hooks_list(cfg)
     found, unknown = [], []
     for i, entry in enumerate(hooks):
-        spec = classify(entry, gen)
+        spec = classify(entry, gen) or classify_gan(entry, gen)
         if spec is not None:
             found.append((i, entry, spec))
         elif isinstance(entry, dict) and (is_ema_like(entry.get('type')) or 'ema_type' in entry):
@@ -128,6 +132,8 @@ def _run_length(cfg: Dict[str, Any]) -> Tuple[Optional[int], str]:
     train_cfg = cfg.get('train_cfg')
     if isinstance(train_cfg, dict) and isinstance(train_cfg.get('max_iters'), int):
         return train_cfg['max_iters'], 'train_cfg.max_iters'
+    if isinstance(cfg.get('total_iters'), int):  # mmedit 0.x
+        return cfg['total_iters'], 'total_iters'
     return None, ''
 
 
@@ -176,7 +182,11 @@ def migrate_config(path: str, mode: str = 'exact', out: Optional[str] = None,
             mig.notes.append(f'custom_hooks[{index}] is already an mmengine EMAHook '
                              f'({spec.describe()}); left as written')
             continue
-        mapped = map_exact(spec, legacy_swap) if mode == 'exact' else map_native(spec, n_iters)
+        if isinstance(spec, GanSpec):  # mmedit 0.x -> mmagic 1.x (the momentum flip)
+            mapped = map_gan_exact(spec) if mode == 'exact' else map_gan_native(spec)
+        else:
+            mapped = (map_exact(spec, legacy_swap) if mode == 'exact'
+                      else map_native(spec, n_iters))
         mig.mapped.append(mapped)
         new_entries[index] = mapped.new_entry()
         origin = loaded.origin_of(entry)

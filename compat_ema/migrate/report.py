@@ -5,6 +5,7 @@ from typing import List
 
 from .compare import compare, side_by_side
 from .core import Migration
+from .gan import GanSpec, classify_gan, divergence, gan_schedule
 from .rewrite import render
 
 __all__ = ['migration_report']
@@ -30,6 +31,9 @@ def migration_report(mig: Migration, sim_iters: int = 3000, table_rows: int = 24
         lines.append(f'mmengine: {render(new)}')
         for note in mapped.notes:
             lines.append(f'  - {note}')
+        if isinstance(spec, GanSpec):
+            lines.extend(_gan_lines(mig, spec, new, sim_iters, table_rows))
+            continue
         legacy = dict(spec.raw)
         legacy['type'] = spec.kind
         cmp = compare(legacy, new, mig.iters, 'mmcv', sim_iters=sim_iters)
@@ -39,3 +43,19 @@ def migration_report(mig: Migration, sim_iters: int = 3000, table_rows: int = 24
         if mig.mode == 'native':
             lines.append(side_by_side(cmp, ('legacy', name), max_rows=table_rows))
     return '\n'.join(lines)
+
+
+def _gan_lines(mig: Migration, spec: GanSpec, new: dict, sim_iters: int, rows: int) -> List[str]:
+    """mmedit -> mmagic: the schedules side by side and the simulated numeric divergence."""
+    from .schedule import format_table
+    n = min(mig.iters, sim_iters)
+    new_spec = classify_gan(new, 'mmengine')
+    old_steps, new_steps = gan_schedule(spec, n), gan_schedule(new_spec, n)
+    same = all(a.action == b.action and abs(a.momentum - b.momentum) <= 1e-12
+               for a, b in zip(old_steps, new_steps))
+    out = ['  * weight of the new weights per iteration: '
+           + ('identical (to 1e-12) at all ' if same else 'DIFFERENT over ') + f'{n} iterations']
+    out += [f'  * {line}' for line in divergence(dict(spec.raw, type=spec.kind), new, n)]
+    if mig.mode == 'native':
+        out.append(format_table({'mmedit': old_steps, 'mmagic': new_steps}, max_rows=rows))
+    return out

@@ -91,6 +91,9 @@ def momentum_schedule(spec: HookSpec, iters: int, iters_per_epoch: Optional[int]
     """
     if iters < 0:
         raise ValueError(f'iters must be >= 0, got {iters}')
+    if type(spec).__name__ == 'GanSpec':  # mmedit 0.x / mmagic 1.x ExponentialMovingAverageHook
+        from .gan import gan_schedule
+        return gan_schedule(spec, iters)
     a = spec.resolved()
     _validate(spec, a)
     if spec.is_legacy:
@@ -182,6 +185,9 @@ def _averaged_momentum(ema_type: str, a: Dict, steps: int) -> float:
 
 def schedule_notes(spec: HookSpec, steps: Sequence[Step]) -> List[str]:
     """Plain-language notes on the quirks visible in ``steps``."""
+    if type(spec).__name__ == 'GanSpec':
+        from .gan import gan_notes
+        return gan_notes(spec)
     a = spec.resolved()
     notes: List[str] = []
     kind = spec.kind if spec.is_legacy else _LEGACY_TYPES.get(spec.ema_type or '', None)

@@ -11,7 +11,13 @@ Public API (see each module's docstring for the upstream behaviour it carries):
 * :mod:`compat_ema.testing.scenario`: ``run_scenario``, ``ScenarioResult``,
   ``run_spec``, ``summarize``;
 * :mod:`compat_ema.testing.equivalence`: ``check_resume``, ``resume_matrix``;
-* :mod:`compat_ema.testing.models`: ``TinyModel``, ``make_loader``.
+* :mod:`compat_ema.testing.models`: ``TinyModel``, ``make_loader``;
+* :mod:`compat_ema.testing.golden`, :mod:`compat_ema.testing.portable`,
+  :mod:`compat_ema.testing.replay`, :mod:`compat_ema.testing.environment`,
+  :mod:`compat_ema.testing.tolerance`: golden files, checks per kernel class, recorded EMA
+  runs (``EMAReplay``), environment fingerprints (docs/golden-tests.md).
+* :mod:`compat_ema.testing.gan`: ``TinyRestorer`` (``generator`` + ``generator_ema``, for the
+  mmedit/mmagic hooks).
 """
 import importlib
 from typing import Any, Dict
@@ -23,6 +29,7 @@ _EXPORTS: Dict[str, str] = {
                      'MMDataParallel', 'OptimizerHook'], 'mmcv_runner'),
     'Runner': 'mmengine_runner',
     **dict.fromkeys(['ListLoader', 'TinyModel', 'make_loader', 'make_samples'], 'models'),
+    'TinyRestorer': 'gan',
     **dict.fromkeys(['ResumeReport', 'check_resume', 'expected_difference', 'resume_matrix'],
                     'equivalence'),
     **dict.fromkeys(['ScenarioResult', 'run_scenario', 'run_spec', 'single_thread', 'summarize'],
@@ -32,6 +39,9 @@ _EXPORTS: Dict[str, str] = {
     **dict.fromkeys(['GoldenFileError', 'GoldenMismatch', 'Trajectory', 'assert_matches',
                      'assert_matches_golden', 'compare_state_dicts', 'compare_trajectories',
                      'load_golden', 'save_golden', 'tolerance_for'], 'golden'),
+    'check_golden': 'portable',
+    'EMAReplay': 'replay',
+    **dict.fromkeys(['fingerprint', 'kernel_class'], 'environment'),
 }
 
 __all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the lazily exported names)

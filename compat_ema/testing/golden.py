@@ -7,9 +7,8 @@ The library side of the ``ema_golden`` pytest fixture
 Two kinds of golden objects:
 
 * a **state dict**: ``{key: Tensor}`` (an ``nn.Module`` is taken as its ``state_dict()``);
-* a **trajectory**: a :class:`Trajectory`, i.e. labelled snapshots of state dicts
-  (one per hook call, per iteration, ...). A list of dicts or of
-  ``(label, dict)`` pairs is accepted too.
+* a **trajectory**: a :class:`Trajectory`, i.e. labelled snapshots of state dicts (one per hook
+  call, per iteration, ...). A list of dicts or of ``(label, dict)`` pairs is accepted too.
 
 File format ``compat_ema.golden`` version 1: ``torch.save`` of a plain dict
 (``format``, ``version``, ``kind``, ``keys``, ``data``, ``meta_json``; for
@@ -27,7 +26,6 @@ policy").
 """
 from __future__ import annotations
 
-import fnmatch
 import io
 import json
 import math
@@ -44,10 +42,11 @@ from ..core.atomic import write_atomic
 __all__ = ['FORMAT', 'VERSION', 'GoldenFileError', 'GoldenMismatch', 'Trajectory', 'KeyDiff',
            'Tolerance', 'TOLERANCE_TABLE', 'tolerance_for', 'ulp_distance', 'as_golden',
            'save_golden', 'load_golden', 'compare_state_dicts', 'compare_trajectories',
-           'assert_matches', 'assert_matches_golden', 'format_mismatch', 'TrajectoryDiff']
+           'assert_matches', 'assert_matches_golden', 'format_mismatch', 'TrajectoryDiff',
+           'same_bits']
 
 FORMAT = 'compat_ema.golden'
-VERSION = 1
+VERSION = 2  # 2 adds ``variants`` (per kernel class); files without them are written as 1
 Number = Union[int, float]
 TolSpec = Union[Number, Mapping[Any, Number]]
 
@@ -138,15 +137,34 @@ def _pack(obj: Union[Dict[str, Tensor], Trajectory], meta: Mapping[str, Any]) ->
                                      'dtype and shape per key')
             index[k] = steps
             data[k] = torch.stack(ts).clone()
-        return {'format': FORMAT, 'version': VERSION, 'kind': 'trajectory',
+        return {'format': FORMAT, 'version': 1, 'kind': 'trajectory',
                 'labels': list(obj.labels), 'keys': keys, 'index': index, 'data': data,
                 'meta_json': meta_json}
-    return {'format': FORMAT, 'version': VERSION, 'kind': 'state_dict', 'keys': list(obj),
+    return {'format': FORMAT, 'version': 1, 'kind': 'state_dict', 'keys': list(obj),
             'data': {k: v.detach().cpu().contiguous().clone() for k, v in obj.items()},
             'meta_json': meta_json}
 
 
-def _unpack(raw: Any, path: Path) -> Tuple[Union[Dict[str, Tensor], Trajectory], Dict[str, Any]]:
+def _with_variants(packed: Dict[str, Any], variants: Optional[Mapping[str, Any]]
+                   ) -> Dict[str, Any]:
+    """Add per-kernel-class data: ``{class: golden of that class}``; only the keys whose
+    (stacked) tensors differ from the primary data are stored (format version 2)."""
+    if not variants:
+        return packed
+    out: Dict[str, Dict[str, Tensor]] = {}
+    for cls, obj in variants.items():
+        other = _pack(as_golden(obj), {})
+        if set(other['keys']) != set(packed['keys']) or other.get('labels') != packed.get(
+                'labels') or other.get('index') != packed.get('index'):
+            raise ValueError(f'kernel class {cls!r}: keys, labels or steps differ from the '
+                             'primary recording; only the arithmetic may differ between classes')
+        out[str(cls)] = {k: v for k, v in other['data'].items()
+                         if not same_bits(v, packed['data'][k])}
+    return dict(packed, version=VERSION, variants=out)
+
+
+def _unpack(raw: Any, path: Path, kernel_class: Optional[str] = None
+            ) -> Tuple[Union[Dict[str, Tensor], Trajectory], Dict[str, Any]]:
     def bad(why: str) -> GoldenFileError:
         return GoldenFileError(f'{path}: not a valid {FORMAT} file ({why}); re-record it '
                                '(pytest --golden-record) or restore it from version control')
@@ -164,6 +182,21 @@ def _unpack(raw: Any, path: Path) -> Tuple[Union[Dict[str, Tensor], Trajectory],
         meta = json.loads(raw.get('meta_json', '{}'))
     except ValueError as exc:
         raise bad(f'meta is not JSON: {exc}') from None
+    variants = raw.get('variants') or {}
+    if not isinstance(variants, dict) or any(
+            not isinstance(v, dict) or not set(v) <= set(data)
+            or any(not isinstance(t, Tensor) or t.shape != data[k].shape for k, t in v.items())
+            for v in variants.values()):
+        raise bad('variants do not match the data')
+    meta['_selected_class'] = None
+    if kernel_class is not None:
+        from .environment import EQUIVALENT_CLASSES
+        classes = list(meta.get('kernel_classes') or [])
+        for cls in (kernel_class, EQUIVALENT_CLASSES.get(kernel_class)):
+            if cls is not None and cls in classes:
+                data = dict(data, **variants.get(cls, {}))
+                meta['_selected_class'] = cls
+                break
     if kind == 'state_dict':
         return {k: data[k] for k in keys}, meta
     if kind != 'trajectory':
@@ -185,24 +218,31 @@ def _write_atomic(payload: bytes, path: Path) -> None:
     write_atomic(path, lambda f: f.write(payload))
 
 
-def save_golden(path: Union[str, Path], obj: Any, meta: Optional[Mapping[str, Any]] = None) -> Path:
+def save_golden(path: Union[str, Path], obj: Any, meta: Optional[Mapping[str, Any]] = None,
+                variants: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``obj`` (state dict, module or trajectory) to ``path`` atomically.
 
     ``meta`` must be JSON-serialisable; the torch version is added under
     ``recorded_with``. The bytes depend only on the content (no timestamps).
+    ``variants``: ``{kernel class: object}`` recorded on other kernel classes (same keys
+    and steps); list the classes, primary first, in ``meta['kernel_classes']``.
     """
     path = Path(path)
     meta = dict(meta or {})
     meta.setdefault('recorded_with', {'torch': torch.__version__})
     buf = io.BytesIO()
-    torch.save(_pack(as_golden(obj), meta), buf)
+    torch.save(_with_variants(_pack(as_golden(obj), meta), variants), buf)
     _write_atomic(buf.getvalue(), path)
     return path
 
 
-def load_golden(path: Union[str, Path]) -> Tuple[Union[Dict[str, Tensor], Trajectory], Dict[str, Any]]:
+def load_golden(path: Union[str, Path], kernel_class: Optional[str] = None
+                ) -> Tuple[Union[Dict[str, Tensor], Trajectory], Dict[str, Any]]:
     """Read a golden file with ``torch.load(weights_only=True)``; return ``(object, meta)``.
 
+    With ``kernel_class`` (:func:`compat_ema.testing.environment.kernel_class`), the data
+    recorded for that class (or an equivalent one) when the file has it; ``meta['_selected_class']``
+    says which class the data is for (None: the primary recording, not for this class).
     Raises :class:`GoldenFileError` naming the file when it is missing or unreadable.
     """
     path = Path(path)
@@ -215,7 +255,7 @@ def load_golden(path: Union[str, Path]) -> Tuple[Union[Dict[str, Tensor], Trajec
             f'{path}: cannot be read safely as a {FORMAT} file '
             f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}); '
             're-record it (pytest --golden-record) or restore it from version control') from None
-    return _unpack(raw, path)
+    return _unpack(raw, path, kernel_class)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -228,6 +268,16 @@ def _ordered(t: Tensor) -> Tensor:
     bits = t.contiguous().view(_INT_VIEW[t.dtype]).to(torch.int64)
     mag = bits & ((1 << (torch.finfo(t.dtype).bits - 1)) - 1)
     return torch.where(bits < 0, -mag, mag)
+
+
+def same_bits(a: Tensor, b: Tensor) -> bool:
+    """Same dtype, shape and bits (NaN payloads and the sign of zero included)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype in _INT_VIEW:
+        return torch.equal(a.contiguous().view(_INT_VIEW[a.dtype]),
+                           b.contiguous().view(_INT_VIEW[b.dtype]))
+    return torch.equal(a, b)
 
 
 def ulp_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -437,64 +487,5 @@ def assert_matches_golden(obj: Any, path: Union[str, Path], ulp: TolSpec = 0,
     return meta
 
 
-# --------------------------------------------------------------------------- policy
-@dataclass(frozen=True)
-class Tolerance:
-    """A row of the tolerance policy: ULP bound (a number, or per dtype name with a
-    ``'default'``), absolute bound per dtype name, and why."""
-
-    ulp: TolSpec
-    atol: Mapping[str, float]
-    reason: str
-
-
-# Values of the golden cases lie in [-2, 2]; an absolute bound of ulp * eps(dtype) covers the
-# elements where a rounding difference meets cancellation near zero (where ULPs are tiny).
-_UNMEASURED_ULP = 16
-_UNMEASURED_ATOL = {name: _UNMEASURED_ULP * torch.finfo(dt).eps for name, dt in
-                    (('float64', torch.float64), ('float32', torch.float32),
-                     ('bfloat16', torch.bfloat16), ('float16', torch.float16))}
-
-#: (torch version pattern, device type, Tolerance): the first matching row applies.
-TOLERANCE_TABLE: Tuple[Tuple[str, str, Tolerance], ...] = (
-    ('2.13.0+cpu', 'cpu', Tolerance(0, {}, 'measured: bitwise (the recording build; '
-                                           'foreach and faithful kernels alike)')),
-    ('2.6.0+cu124', 'cpu', Tolerance(0, {}, 'measured: bitwise on the CPU (all cases, foreach '
-                                            'and faithful kernels)')),
-    ('1.13.1+cu117', 'cpu', Tolerance({'default': 0, 'bfloat16': 2}, {'bfloat16': 2 ** -11},
-                                      'measured: bitwise except bfloat16 mul_/add_ updates: '
-                                      'max 2 ULP on the mmcv/mmdet 2.x trajectories; on the '
-                                      'mmdet 3.x native bf16 cases up to 16 ULP near zero, all '
-                                      'within abs 3.7e-4 < 2**-11; torch 1.13 rounds the scalar '
-                                      'of a bfloat16 mul_(scalar) to bfloat16 first, 2.x '
-                                      'computes in float32')),
-    ('2.11.0+cu130', 'cuda', Tolerance({'default': 0, 'bfloat16': 8, 'float16': _UNMEASURED_ULP},
-                                       {'bfloat16': _UNMEASURED_ATOL['bfloat16'],
-                                        'float16': _UNMEASURED_ATOL['float16']},
-                                       'measured on an NVIDIA H200: float32/float64 bitwise '
-                                       'against the CPU goldens (all cases, foreach and faithful '
-                                       'kernels); bfloat16 mul_/add_ (mmcv/mmdet) max 5 ULP, abs '
-                                       '0.0078: the CUDA kernel rounds the bfloat16 product '
-                                       'differently from the CPU one (the real upstream on CUDA '
-                                       'gives the same values: bitwise in the live differential '
-                                       'suite); lerp_ bitwise; float16 (kernel tests only, no '
-                                       'golden case) keeps the unmeasured bound: CPU float16 '
-                                       'arithmetic rounds intermediates, CUDA computes in float32')),
-    ('*', 'cpu', Tolerance(_UNMEASURED_ULP, _UNMEASURED_ATOL,
-                           'not measured: other builds may fuse mul+add (FMA) or change '
-                           'lerp/vectorisation, <= 1 ULP per update, <= 12 updates per case')),
-    ('*', 'cuda', Tolerance(_UNMEASURED_ULP, _UNMEASURED_ATOL,
-                            'not measured: CUDA kernels may contract mul+add (FMA) differently, '
-                            '<= 1 ULP per update, <= 12 updates per case')),
-)
-
-
-def tolerance_for(torch_version: Optional[str] = None, device: str = 'cpu') -> Tolerance:
-    """The policy row for ``torch_version`` (default: this torch) on ``device`` ('cpu', 'cuda')."""
-    version = torch_version or torch.__version__
-    dev = device.type if isinstance(device, torch.device) else str(device).split(':')[0]  # torch 1.8: no 'mps'
-    for pattern, row_dev, tol in TOLERANCE_TABLE:
-        if row_dev == dev and fnmatch.fnmatchcase(version, pattern):
-            return tol
-    raise LookupError(f'no tolerance policy for torch {version} on {dev!r}; known devices: '
-                      f"{sorted({d for _, d, _ in TOLERANCE_TABLE})}")
+# the tolerance policy lives in .tolerance; re-exported here (its historical home)
+from .tolerance import TOLERANCE_TABLE, Tolerance, tolerance_for  # noqa: E402,F401

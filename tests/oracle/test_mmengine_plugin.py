@@ -86,7 +86,9 @@ def test_mmcv_registry_names_do_not_clobber(real_runners):
     assert integ.install() == {'CompatEMAHook': integ.EMAHook,
                                'CompatBaseEMAHook': integ.BaseEMAHook,
                                'CompatExpMomentumEMAHook': integ.ExpMomentumEMAHook,
-                               'CompatLinearMomentumEMAHook': integ.LinearMomentumEMAHook}
+                               'CompatLinearMomentumEMAHook': integ.LinearMomentumEMAHook,
+                               'CompatExponentialMovingAverageHook':
+                                   integ.ExponentialMovingAverageHook}
     for name, cls in integ.REGISTERED.items():
         assert HOOKS.get(name) is cls
     from compat_ema.core.wrappers import is_wrapper

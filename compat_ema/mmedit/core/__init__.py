@@ -1,0 +1,4 @@
+"""Mirror of ``mmedit.core`` (its EMA part)."""
+from .hooks import ExponentialMovingAverageHook
+
+__all__ = ['ExponentialMovingAverageHook']
