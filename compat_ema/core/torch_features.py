@@ -42,6 +42,8 @@ import inspect
 import io
 import operator
 import pickle
+import types
+from typing import Any, List
 
 import torch
 
@@ -123,10 +125,10 @@ def load_honours_pickle_module() -> bool:
             used.append(name)
             return super().find_class(module, name)
 
-    probe = type(pickle)('compat_ema_probe_pickle')
-    probe.Unpickler = _Probe  # type: ignore[attr-defined]
-    probe.load = lambda f, **kw: _Probe(f, **kw).load()  # type: ignore[attr-defined]
-    probe.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+    probe: Any = types.ModuleType('compat_ema_probe_pickle')
+    probe.Unpickler = _Probe
+    probe.load = lambda f, **kw: _Probe(f, **kw).load()
+    probe.UnpicklingError = pickle.UnpicklingError
     buf = io.BytesIO()
     torch.save({'t': torch.zeros(1)}, buf)
     buf.seek(0)
@@ -170,14 +172,14 @@ def get_submodule(module: torch.nn.Module, target: str) -> torch.nn.Module:
 def save_byte_stable() -> bool:
     """Whether ``torch.save`` writes the same bytes for the same content held in other
     memory (torch >= 1.9; torch 1.8 names each storage record after its address)."""
-    blobs = []
+    blobs: List[bytes] = []
+    alive: List[torch.Tensor] = []   # earlier tensors stay alive: each save sees a new address
     for _ in range(2):
-        keep = [torch.zeros(3) for _ in range(2)]   # two allocations alive: other addresses
+        alive.append(torch.zeros(3))
         buf = io.BytesIO()
-        torch.save({'t': keep[-1]}, buf)
+        torch.save({'t': alive[-1]}, buf)
         blobs.append(buf.getvalue())
-        blobs.append(keep)  # type: ignore[arg-type]
-    return blobs[0] == blobs[2]
+    return blobs[0] == blobs[1]
 
 
 def describe() -> dict:
