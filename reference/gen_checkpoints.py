@@ -235,7 +235,7 @@ def _mmengine_run(work: pathlib.Path, loop: str, with_ema: bool) -> dict:
 
 
 def _record(entry: dict, path: pathlib.Path, generation: str, extra: dict) -> dict:
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+    ck = torch.load(path, map_location='cpu', **({'weights_only': False} if 'weights_only' in __import__('inspect').signature(torch.load).parameters else {}))
     sd = ck['state_dict']
     captured = entry['captured']
     model = entry['model']

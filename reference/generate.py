@@ -80,6 +80,13 @@ COMMAND = '.tox/oracle/bin/python reference/generate.py'
 MANIFEST = 'MANIFEST.json'
 
 
+def _full_load() -> dict:
+    """``weights_only=False`` where torch has the keyword (>= 1.13); torch 1.8-1.12 load fully."""
+    import inspect
+    import torch
+    return {'weights_only': False} if 'weights_only' in inspect.signature(torch.load).parameters else {}
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
@@ -253,8 +260,8 @@ def non_volatile_differences(old: Path, new: Path) -> List[str]:
     """
     import fnmatch
     import torch
-    a = torch.load(str(old), map_location='cpu', weights_only=False)
-    b = torch.load(str(new), map_location='cpu', weights_only=False)
+    a = torch.load(str(old), map_location='cpu', **_full_load())
+    b = torch.load(str(new), map_location='cpu', **_full_load())
     return [p for p in _diff_paths(a, b)
             if not any(fnmatch.fnmatchcase(p.split('.HistoryBuffer')[0], pat) for pat in VOLATILE)]
 
@@ -269,8 +276,10 @@ def _training_key(env: Optional[dict]) -> tuple:
 def _golden_same(old: Path, new: Path) -> Optional[str]:
     """None when two golden files (.pt) differ only in environment fields; else where."""
     import torch
-    a = torch.load(str(old), map_location='cpu', weights_only=True)
-    b = torch.load(str(new), map_location='cpu', weights_only=True)
+    # weights-only where torch has it (>= 1.13); older torch: a full load of the two recordings
+    kw = {'weights_only': True} if _full_load() else {}
+    a = torch.load(str(old), map_location='cpu', **kw)
+    b = torch.load(str(new), map_location='cpu', **kw)
     ma, mb = json.loads(a.pop('meta_json')), json.loads(b.pop('meta_json'))
     ca, cb = ma.pop('kernel_classes', [None]), mb.pop('kernel_classes', [None])
     for m in (ma, mb):
@@ -340,8 +349,8 @@ def _checkpoint_same(old: Path, new: Path, training_differs: bool) -> Optional[s
     if not training_differs:
         return f'beyond run-specific values: {other[:5]}'
     import torch
-    a = torch.load(str(old), map_location='cpu', weights_only=False)
-    b = torch.load(str(new), map_location='cpu', weights_only=False)
+    a = torch.load(str(old), map_location='cpu', **_full_load())
+    b = torch.load(str(new), map_location='cpu', **_full_load())
 
     def shapes(x):
         if isinstance(x, torch.Tensor):
