@@ -97,7 +97,7 @@ def _items(src: SourceFile, node: ast.expr) -> List[_Item]:
                 ks = offs[kw.lineno - 1] + kw.col_offset
             else:  # python 3.8: search back from the value for "arg ="
                 head = data[:vs].decode('utf-8', 'replace')
-                m = list(re.finditer(re.escape(kw.arg) + r'\s*=\s*$', head))
+                m = list(re.finditer(re.escape(kw.arg) + r'\s*=[\s(]*$', head))  # 3.8: a parenthesized value starts inside its parentheses
                 ks = len(head[:m[-1].start()].encode('utf-8'))
             line = data[:ks].count(b'\n') + 1
             items.append(_Item(kw.arg, ks, ks + len(kw.arg.encode()), vs, ve, line))
