@@ -25,6 +25,10 @@ the quirks it carries:
   buffers are never touched. Before ``start_iter`` the entries are copied in
   place instead.
 
+The hooks themselves share :class:`ModuleEMAHookMixin` (``every_n_iters``,
+``before_run``), :func:`configure_hook` (the ``__init__`` body: attributes and
+checks) and :func:`hook_update` (the ``after_train_iter`` body).
+
 The core imports no OpenMMLab package; the hooks pass in their own
 wrapper-unwrapping generation.
 """
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Callable, Tuple
+from functools import partial
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,7 +46,7 @@ from .checks import require
 from .wrappers import unwrap
 
 __all__ = ['check_module_keys', 'gate', 'ensure_ema_modules', 'update_module_ema',
-           'source_key']
+           'source_key', 'ModuleEMAHookMixin', 'configure_hook', 'hook_update']
 
 
 def check_module_keys(module_keys: Any, where: str) -> Tuple[str, ...]:
@@ -116,3 +121,61 @@ def update_module_ema(model: nn.Module, keys: Tuple[str, ...], generation: str,
                 averaged[name] = interp(tensor, averaged[name],
                                         trainable=tensor.requires_grad).detach()
         ema_net.load_state_dict(averaged, strict=True)
+
+
+class ModuleEMAHookMixin:
+    """The hook methods mmedit 0.16's and mmagic 1.2's ``ExponentialMovingAverageHook`` share.
+
+    Mixed in before each generation's ``Hook``. It defines only names both
+    upstream hooks have: ``interp_mode`` may name any attribute of the hook
+    (upstream checks ``hasattr``), so a helper method here would widen what
+    construction accepts; the shared ``__init__`` and ``after_train_iter``
+    bodies are the functions :func:`configure_hook` and :func:`hook_update`.
+    """
+
+    _generation: str   # 'mmcv' or 'mmengine': which wrappers to unwrap
+    module_keys: Tuple[str, ...]
+    interp_mode: str
+    interp_cfg: dict
+    interval: int
+    start_iter: int
+    interp_func: Callable[..., torch.Tensor]
+
+    def every_n_iters(self, runner, n: int) -> bool:
+        """True before ``start_iter``; then ``(iter + 1 - start_iter) % n == 0`` (False if n <= 0)."""
+        return gate(runner.iter, self.start_iter, n)
+
+    def before_run(self, runner) -> None:
+        """Deep-copy the source into a missing EMA module (with a warning)."""
+        ensure_ema_modules(runner.model, self.module_keys, self._generation)
+
+
+def configure_hook(hook: ModuleEMAHookMixin, module_keys: Any, interp_mode: str,
+                   interp_cfg: Optional[dict], interval: int, start_iter: int) -> None:
+    """The hooks' ``__init__`` body: set the attributes upstream sets, with its checks.
+
+    ``interp_cfg`` is deep-copied (None: empty) and bound into ``interp_func``,
+    ``partial(getattr(hook, interp_mode), **interp_cfg)``, so unknown keys fail at
+    the first update, not here.
+
+    Raises:
+        AssertionError: bad ``module_keys`` (:func:`check_module_keys`, the message
+            names the hook class), or ``interp_mode`` not an attribute of the hook.
+    """
+    hook.module_keys = check_module_keys(module_keys, type(hook).__name__)
+    hook.interp_mode = interp_mode
+    hook.interp_cfg = dict() if interp_cfg is None else copy.deepcopy(interp_cfg)
+    hook.interval = interval
+    hook.start_iter = start_iter
+    require(hasattr(hook, interp_mode), f'Currently, we do not support {interp_mode} for EMA.')
+    hook.interp_func = partial(getattr(hook, interp_mode), **hook.interp_cfg)
+
+
+def hook_update(hook: ModuleEMAHookMixin, runner: Any,
+                interp: Callable[..., torch.Tensor]) -> None:
+    """The hooks' ``after_train_iter`` body: when ``every_n_iters`` lets it act, copy (before
+    ``start_iter``) or interpolate every EMA module with ``interp``."""
+    if not hook.every_n_iters(runner, hook.interval):
+        return
+    update_module_ema(runner.model, hook.module_keys, hook._generation,
+                      runner.iter < hook.start_iter, interp)

@@ -17,13 +17,10 @@ mmedit 0.x's hook on mmengine (same procedure, see
 """
 from __future__ import annotations
 
-import copy
 import warnings
-from functools import partial
 from typing import Any, Optional, Sequence
 
 from ....core import module_ema
-from ....core.checks import require
 from ....mmengine.hooks.hook import Hook
 from ....registry import HOOKS
 
@@ -31,7 +28,7 @@ __all__ = ['ExponentialMovingAverageHook']
 
 
 @HOOKS.register_module(scope='mmagic')
-class ExponentialMovingAverageHook(Hook):
+class ExponentialMovingAverageHook(module_ema.ModuleEMAHookMixin, Hook):
     """``mmagic.engine.hooks.ExponentialMovingAverageHook`` (mmagic 1.2.0).
 
     Args:
@@ -51,14 +48,7 @@ class ExponentialMovingAverageHook(Hook):
                  interp_cfg: Optional[dict] = None, interval: int = -1,
                  start_iter: int = 0) -> None:
         super().__init__()
-        self.module_keys = module_ema.check_module_keys(module_keys, type(self).__name__)
-        self.interp_mode = interp_mode
-        self.interp_cfg = dict() if interp_cfg is None else copy.deepcopy(interp_cfg)
-        self.interval = interval
-        self.start_iter = start_iter
-        require(hasattr(self, interp_mode),
-                f'Currently, we do not support {self.interp_mode} for EMA.')
-        self.interp_func = partial(getattr(self, interp_mode), **self.interp_cfg)
+        module_ema.configure_hook(self, module_keys, interp_mode, interp_cfg, interval, start_iter)
 
     @staticmethod
     def lerp(a, b, momentum=0.001, momentum_nontrainable=1., trainable=True):
@@ -77,18 +67,7 @@ class ExponentialMovingAverageHook(Hook):
         m = momentum if trainable else momentum_nontrainable
         return b + (a - b) * m
 
-    def every_n_iters(self, runner, n: int) -> bool:
-        """True before ``start_iter``; then ``(iter + 1 - start_iter) % n == 0`` (False if n <= 0)."""
-        return module_ema.gate(runner.iter, self.start_iter, n)
-
     def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[Sequence[dict]] = None,
                          outputs: Optional[dict] = None) -> None:
         """Copy (before ``start_iter``) or interpolate every ``generator_ema`` entry."""
-        if not self.every_n_iters(runner, self.interval):
-            return
-        module_ema.update_module_ema(runner.model, self.module_keys, self._generation,
-                                     runner.iter < self.start_iter, self.interp_func)
-
-    def before_run(self, runner) -> None:
-        """Deep-copy the source into a missing EMA module (with a warning)."""
-        module_ema.ensure_ema_modules(runner.model, self.module_keys, self._generation)
+        module_ema.hook_update(self, runner, self.interp_func)

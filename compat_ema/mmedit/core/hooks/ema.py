@@ -21,12 +21,9 @@ An mmcv 1.x hook that keeps the EMA of ``model.generator`` in
 """
 from __future__ import annotations
 
-import copy
-from functools import partial
 from typing import Any, Optional
 
 from ....core import module_ema
-from ....core.checks import require
 from ....mmcv.runner.hooks.hook import Hook
 from ....registry import HOOKS
 
@@ -34,7 +31,7 @@ __all__ = ['ExponentialMovingAverageHook']
 
 
 @HOOKS.register_module(scope='mmedit')
-class ExponentialMovingAverageHook(Hook):
+class ExponentialMovingAverageHook(module_ema.ModuleEMAHookMixin, Hook):
     """``mmedit.core.hooks.ExponentialMovingAverageHook`` (mmedit 0.16.1).
 
     Args:
@@ -55,14 +52,7 @@ class ExponentialMovingAverageHook(Hook):
                  interp_cfg: Optional[dict] = None, interval: int = -1,
                  start_iter: int = 0) -> None:
         super().__init__()
-        self.module_keys = module_ema.check_module_keys(module_keys, type(self).__name__)
-        self.interp_mode = interp_mode
-        self.interp_cfg = dict() if interp_cfg is None else copy.deepcopy(interp_cfg)
-        self.interval = interval
-        self.start_iter = start_iter
-        require(hasattr(self, interp_mode),
-                f'Currently, we do not support {self.interp_mode} for EMA.')
-        self.interp_func = partial(getattr(self, interp_mode), **self.interp_cfg)
+        module_ema.configure_hook(self, module_keys, interp_mode, interp_cfg, interval, start_iter)
 
     @staticmethod
     def lerp(a, b, momentum=0.999, momentum_nontrainable=0., trainable=True):
@@ -70,17 +60,6 @@ class ExponentialMovingAverageHook(Hook):
         m = momentum if trainable else momentum_nontrainable
         return a + (b - a) * m
 
-    def every_n_iters(self, runner, n: int) -> bool:
-        """True before ``start_iter``; then ``(iter + 1 - start_iter) % n == 0`` (False if n <= 0)."""
-        return module_ema.gate(runner.iter, self.start_iter, n)
-
     def after_train_iter(self, runner) -> None:
         """Copy (before ``start_iter``) or interpolate every ``generator_ema`` entry."""
-        if not self.every_n_iters(runner, self.interval):
-            return
-        module_ema.update_module_ema(runner.model, self.module_keys, self._generation,
-                                     runner.iter < self.start_iter, self.interp_func)
-
-    def before_run(self, runner) -> None:
-        """Deep-copy the source into a missing EMA module (with a warning)."""
-        module_ema.ensure_ema_modules(runner.model, self.module_keys, self._generation)
+        module_ema.hook_update(self, runner, self.interp_func)
