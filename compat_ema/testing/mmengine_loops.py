@@ -26,16 +26,13 @@ class _BaseLoop:
         return self._runner
 
 
-class EpochBasedTrainLoop(_BaseLoop):
-    """``mmengine.runner.EpochBasedTrainLoop`` (docs/runner-behaviour.md)."""
+class _TrainLoop(_BaseLoop):
+    """What both train loops share: the counters, the validation schedule and one iteration."""
 
-    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
-                 val_interval: int = 1):
+    def __init__(self, runner, dataloader, val_begin: int, val_interval: int):
         super().__init__(runner, dataloader)
-        self._max_epochs = int(max_epochs)
-        require(self._max_epochs == max_epochs,
-                f'`max_epochs` should be a integer number, but get {max_epochs}.')
-        self._max_iters = self._max_epochs * len(self.dataloader)  # type: ignore[arg-type]
+        self._max_epochs = 0
+        self._max_iters = 0
         self._epoch = 0
         self._iter = 0
         self.val_begin = val_begin
@@ -47,13 +44,37 @@ class EpochBasedTrainLoop(_BaseLoop):
     epoch = property(lambda self: self._epoch)
     iter = property(lambda self: self._iter)
 
+    def _validate_after(self, done: int, last: int) -> None:
+        """Run the val loop (if any) when ``done`` epochs/iters are at or past ``val_begin`` and
+        ``done`` is a multiple of ``val_interval`` or the ``last`` one."""
+        if (self.runner.val_loop is not None and done >= self.val_begin
+                and (done % self.val_interval == 0 or done == last)):
+            self.runner.val_loop.run()
+
+    def _train_iter(self, batch_idx: int, data_batch: Any) -> None:
+        self.runner.call_hook('before_train_iter', batch_idx=batch_idx, data_batch=data_batch)
+        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
+        self.runner.call_hook('after_train_iter', batch_idx=batch_idx, data_batch=data_batch,
+                              outputs=outputs)
+        self._iter += 1
+
+
+class EpochBasedTrainLoop(_TrainLoop):
+    """``mmengine.runner.EpochBasedTrainLoop`` (docs/runner-behaviour.md)."""
+
+    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
+                 val_interval: int = 1):
+        super().__init__(runner, dataloader, val_begin, val_interval)
+        self._max_epochs = int(max_epochs)
+        require(self._max_epochs == max_epochs,
+                f'`max_epochs` should be a integer number, but get {max_epochs}.')
+        self._max_iters = self._max_epochs * len(self.dataloader)  # type: ignore[arg-type]
+
     def run(self) -> nn.Module:
         self.runner.call_hook('before_train')
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
-            if (self.runner.val_loop is not None and self._epoch >= self.val_begin
-                    and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)):
-                self.runner.val_loop.run()
+            self._validate_after(self._epoch, self._max_epochs)
         self.runner.call_hook('after_train')
         return self.runner.model
 
@@ -66,11 +87,7 @@ class EpochBasedTrainLoop(_BaseLoop):
         self._epoch += 1
 
     def run_iter(self, idx: int, data_batch: Any) -> None:
-        self.runner.call_hook('before_train_iter', batch_idx=idx, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
-        self.runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,
-                              outputs=outputs)
-        self._iter += 1
+        self._train_iter(idx, data_batch)
 
 
 class _InfiniteIterator:
@@ -94,27 +111,17 @@ class _InfiniteIterator:
             return next(self._iterator)
 
 
-class IterBasedTrainLoop(_BaseLoop):
+class IterBasedTrainLoop(_TrainLoop):
     """``mmengine.runner.IterBasedTrainLoop`` (docs/runner-behaviour.md)."""
 
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
                  val_interval: int = 1000):
-        super().__init__(runner, dataloader)
+        super().__init__(runner, dataloader, val_begin, val_interval)
         self._max_iters = int(max_iters)
         require(self._max_iters == max_iters,
                 f'`max_iters` should be a integer number, but get {max_iters}')
         self._max_epochs = 1
-        self._epoch = 0
-        self._iter = 0
-        self.val_begin = val_begin
-        self.val_interval = val_interval
-        self.stop_training = False
         self.dataloader_iterator = _InfiniteIterator(self.dataloader)
-
-    max_epochs = property(lambda self: self._max_epochs)
-    max_iters = property(lambda self: self._max_iters)
-    epoch = property(lambda self: self._epoch)
-    iter = property(lambda self: self._iter)
 
     def run(self) -> nn.Module:
         self.runner.call_hook('before_train')
@@ -124,19 +131,13 @@ class IterBasedTrainLoop(_BaseLoop):
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             self.run_iter(next(self.dataloader_iterator))
-            if (self.runner.val_loop is not None and self._iter >= self.val_begin
-                    and (self._iter % self.val_interval == 0 or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
+            self._validate_after(self._iter, self._max_iters)
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model
 
     def run_iter(self, data_batch: Any) -> None:
-        self.runner.call_hook('before_train_iter', batch_idx=self._iter, data_batch=data_batch)
-        outputs = self.runner.model.train_step(data_batch, optim_wrapper=self.runner.optim_wrapper)
-        self.runner.call_hook('after_train_iter', batch_idx=self._iter, data_batch=data_batch,
-                              outputs=outputs)
-        self._iter += 1
+        self._train_iter(self._iter, data_batch)
 
 
 class _EvalLoop(_BaseLoop):
