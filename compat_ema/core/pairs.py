@@ -4,7 +4,7 @@ See :mod:`compat_ema.core.kernels` for the faithful and fast paths it chooses be
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -89,6 +89,17 @@ class TensorPairs:
             return None
         return self._flat
 
+    def _after_flat(self, flat_op: Callable[..., None], *args: float,
+                    grouped: bool = False) -> Sequence[Tuple[List[Tensor], ...]]:
+        """Run ``flat_op(flat, *args)`` on the flat buffer, when there is one; return the
+        ``(dst list, src list)`` pairs left for foreach: the cache-sized batches, or the
+        (device, dtype) groups when ``grouped``."""
+        flat = self._flat_plan()
+        if flat is None:
+            return self.groups if grouped else self.batches
+        flat_op(flat, *args)
+        return flat.rest_groups if grouped else flat.rest
+
     def mul_add_(self, momentum: float, fast: Optional[bool] = None) -> None:
         """See :func:`mul_add_`."""
         keep = 1 - momentum
@@ -97,13 +108,8 @@ class TensorPairs:
                 for e, s in zip(self.dst, self.src):
                     e.mul_(keep).add_(s, alpha=momentum)
                 return
-            batches = self.batches
-            flat = self._flat_plan()
-            if flat is not None:
-                flat.mul_add_(keep, momentum)
-                batches = flat.rest
             # cache-sized batches: each batch's ema is still in cache for add_
-            for e_list, s_list in batches:
+            for e_list, s_list in self._after_flat(FlatSmall.mul_add_, keep, momentum):
                 if any(e.dtype in REDUCED for e in e_list):
                     # foreach mul_ by a Python scalar rounds the scalar to the
                     # tensor's dtype for these (measured, CPU); the loop does not.
@@ -120,12 +126,7 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.lerp_(s, weight)
                 return
-            groups = self.groups
-            flat = self._flat_plan()
-            if flat is not None:
-                flat.lerp_(weight)
-                groups = flat.rest_groups
-            for a_list, s_list in groups:
+            for a_list, s_list in self._after_flat(FlatSmall.lerp_, weight, grouped=True):
                 torch._foreach_lerp_(a_list, s_list, weight)
 
     def swa_add_(self, alpha: float, fast: Optional[bool] = None) -> None:
@@ -135,12 +136,7 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.add_(s - a, alpha=alpha)
                 return
-            batches = self.batches
-            flat = self._flat_plan()
-            if flat is not None:
-                flat.swa_add_(alpha)
-                batches = flat.rest
-            for a_list, s_list in batches:
+            for a_list, s_list in self._after_flat(FlatSmall.swa_add_, alpha):
                 diff = torch._foreach_sub(s_list, a_list)
                 torch._foreach_add_(a_list, diff, alpha=alpha)
 
