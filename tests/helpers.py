@@ -1,10 +1,11 @@
 """Small test helpers: a fake runner, tiny models and a float64 reference EMA."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -136,3 +137,24 @@ def replay_or_upstream_error(case: dict, run: Callable[[], Any]) -> Optional[Any
         assert recorded.is_file(), f"{case['name']}: {got}, but the real upstream ran this case"
         assert json.loads(recorded.read_text())['error'] == got
         return None
+
+
+def make_compat_hook(case: dict):
+    """compat_ema's twin of the upstream hook named by a ``reference/cases.py`` case."""
+    kwargs = dict(case['hook_kwargs'])
+    if case['generation'] == 'mmcv':
+        from compat_ema.mmcv.runner import hooks
+    elif case['generation'] == 'mmdet':
+        from compat_ema.mmdet.core.hook import ema as hooks
+    else:
+        from compat_ema.mmengine import hooks
+    return getattr(hooks, case['hook'])(**kwargs)
+
+
+def ulp_policy(table: Sequence[Tuple[str, dict]], version: str) -> dict:
+    """The ULP bounds per dtype of the first ``(torch version pattern, bounds)`` row of
+    ``table`` whose fnmatch pattern matches ``version``."""
+    for pattern, ulp in table:
+        if fnmatch.fnmatchcase(version, pattern):
+            return ulp
+    raise LookupError(version)  # pragma: no cover - the tables end with a '*' row

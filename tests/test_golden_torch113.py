@@ -15,7 +15,6 @@ Re-record: ``<oracle-113 python> reference/gen_trajectories.py reference/torch11
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ import torch
 
 from compat_ema.core import kernels
 from compat_ema.testing import golden, portable
-from helpers import replay_or_upstream_error
+from helpers import make_compat_hook, replay_or_upstream_error, ulp_policy
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -42,25 +41,6 @@ TORCH113_POLICY = (
     ('1.13.1*', {'default': 0}),
     ('*', {'bfloat16': 2, 'default': 0}),
 )
-
-
-def policy_for(version: str) -> dict:
-    """The ULP bounds against the torch 1.13.1 goldens for the running ``version``."""
-    for pattern, ulp in TORCH113_POLICY:
-        if fnmatch.fnmatchcase(version, pattern):
-            return ulp
-    raise LookupError(version)  # pragma: no cover - the last row matches everything
-
-
-def _hook(case: dict):
-    kwargs = dict(case['hook_kwargs'])
-    if case['generation'] == 'mmcv':
-        from compat_ema.mmcv.runner import hooks
-    elif case['generation'] == 'mmdet':
-        from compat_ema.mmdet.core.hook import ema as hooks
-    else:
-        from compat_ema.mmengine import hooks
-    return getattr(hooks, case['hook'])(**kwargs)
 
 
 #: cases added to reference/cases.py after the torch 1.13.1 recording (recorded on torch 2.13.0
@@ -82,14 +62,15 @@ def test_replay_matches_torch113_golden(name, fast, caplog):
     try:
         with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger='compat_ema'):
             warnings.simplefilter('ignore')
-            got = replay_or_upstream_error(meta['case'], lambda: cases.drive(meta['case'], _hook))
+            got = replay_or_upstream_error(meta['case'],
+                                           lambda: cases.drive(meta['case'], make_compat_hook))
     finally:
         kernels.set_fast_path(before)
     if got is None:   # this torch cannot run the case; neither can the upstream (helpers)
         return
     classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']
     portable.check_golden(GOLDENS / f'{name}.pt', golden.Trajectory(*got), 'cpu',
-                          ulp=policy_for(torch.__version__), classes=classes,
+                          ulp=ulp_policy(TORCH113_POLICY, torch.__version__), classes=classes,
                           context=f'torch 1.13.1 golden {name!r} replayed on torch '
                                   f'{torch.__version__} ({"foreach" if fast else "faithful"})')
 

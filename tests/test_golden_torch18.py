@@ -19,7 +19,6 @@ Re-record: ``.tox/oracle-torch1.8.1/bin/python reference/gen_trajectories.py ref
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ import torch
 from compat_ema.core import kernels
 from compat_ema.core.torch_features import lerp_implemented
 from compat_ema.testing import golden, portable
-from helpers import replay_or_upstream_error
+from helpers import make_compat_hook, replay_or_upstream_error, ulp_policy
 
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
@@ -48,25 +47,6 @@ TORCH18_POLICY = (
     ('1.*', {'default': 0}),
     ('*', {'bfloat16': 2, 'default': 0}),
 )
-
-
-def policy_for(version: str) -> dict:
-    """The ULP bounds against the torch 1.8.1 goldens for the running ``version``."""
-    for pattern, ulp in TORCH18_POLICY:
-        if fnmatch.fnmatchcase(version, pattern):
-            return ulp
-    raise LookupError(version)  # pragma: no cover - the last row matches everything
-
-
-def _hook(case: dict):
-    kwargs = dict(case['hook_kwargs'])
-    if case['generation'] == 'mmcv':
-        from compat_ema.mmcv.runner import hooks
-    elif case['generation'] == 'mmdet':
-        from compat_ema.mmdet.core.hook import ema as hooks
-    else:
-        from compat_ema.mmengine import hooks
-    return getattr(hooks, case['hook'])(**kwargs)
 
 
 RECORDED = sorted(p.stem for p in GOLDENS.glob('*.pt'))
@@ -86,12 +66,12 @@ def test_replay_matches_torch18_golden(name, fast, caplog):
     try:
         with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger='compat_ema'):
             warnings.simplefilter('ignore')
-            labels, snaps = cases.drive(meta['case'], _hook)
+            labels, snaps = cases.drive(meta['case'], make_compat_hook)
     finally:
         kernels.set_fast_path(before)
     classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']
     portable.check_golden(GOLDENS / f'{name}.pt', golden.Trajectory(labels, snaps), 'cpu',
-                          ulp=policy_for(torch.__version__), classes=classes,
+                          ulp=ulp_policy(TORCH18_POLICY, torch.__version__), classes=classes,
                           context=f'torch 1.8.1 golden {name!r} replayed on torch '
                                   f'{torch.__version__} ({"foreach" if fast else "faithful"})')
 
@@ -112,10 +92,11 @@ def test_where_upstream_failed_on_torch18(name, fast):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             if lerp_implemented(getattr(torch, case['dtype'])):
-                labels, _ = cases.drive(case, _hook)
+                labels, _ = cases.drive(case, make_compat_hook)
                 assert len(labels) > 1
             else:
-                assert replay_or_upstream_error(case, lambda: cases.drive(case, _hook)) is None
+                assert replay_or_upstream_error(
+                    case, lambda: cases.drive(case, make_compat_hook)) is None
     finally:
         kernels.set_fast_path(before)
 

@@ -21,7 +21,7 @@ import torch
 
 from compat_ema.core import kernels
 from compat_ema.testing import golden, portable
-from helpers import replay_or_upstream_error
+from helpers import make_compat_hook, replay_or_upstream_error
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -30,18 +30,6 @@ import cases  # noqa: E402  (reference/cases.py: models, fake runner, event stre
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
 TRAJ = REF / 'trajectories'
-
-
-def make_compat_hook(case: dict):
-    """compat_ema's twin of the upstream hook named by ``case``."""
-    kwargs = dict(case['hook_kwargs'])
-    if case['generation'] == 'mmcv':
-        from compat_ema.mmcv.runner import hooks
-    elif case['generation'] == 'mmdet':
-        from compat_ema.mmdet.core.hook import ema as hooks
-    else:
-        from compat_ema.mmengine import hooks
-    return getattr(hooks, case['hook'])(**kwargs)
 
 
 def replay(case: dict, device: str = 'cpu') -> golden.Trajectory:
