@@ -12,10 +12,7 @@ registers into mmengine's ``HOOKS``. Importing this module needs only torch.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
 import random
-import sys
 import types
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +20,11 @@ from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn
+
+# tests/oracle/native.py and upstream.py: where the extracted files are, how they are executed,
+# and the state snapshots (torch and the standard library only at import)
+from native import candidates, exec_with_shim, full_state, load_full_state
+from upstream import load_file
 
 MMEDIT_FILE = 'mmedit/core/hooks/ema.py'
 MMAGIC_FILE = 'mmagic/engine/hooks/ema.py'
@@ -33,32 +35,15 @@ DTYPES = {'float32': torch.float32, 'float64': torch.float64}
 # ---------------------------------------------------------------------------------------------
 # the upstream files
 # ---------------------------------------------------------------------------------------------
-def _candidates() -> List[Path]:
-    env = os.environ.get('COMPAT_EMA_NATIVE_DIR')
-    if env:
-        return [Path(env)]
-    return [Path(sys.prefix) / 'native', Path('/work/.native')]
-
-
 def native_dir() -> Path:
     """The directory holding both extracted files, or a RuntimeError saying how to get them."""
-    for d in _candidates():
+    for d in candidates():
         if (d / MMEDIT_FILE).is_file() and (d / MMAGIC_FILE).is_file():
             return d
-    raise RuntimeError(f'mmedit/mmagic ema.py not found in {[str(c) for c in _candidates()]}: run '
+    raise RuntimeError(f'mmedit/mmagic ema.py not found in {[str(c) for c in candidates()]}: run '
                        '`pip download --no-deps --only-binary=:all: -d W mmedit==0.16.1 '
                        'mmagic==1.2.0 && python tests/oracle/extract_native.py W DIR` and set '
                        'COMPAT_EMA_NATIVE_DIR=DIR (tox -e oracle does this)')
-
-
-def _exec(name: str, path: Path) -> types.ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @lru_cache(maxsize=None)
@@ -66,7 +51,7 @@ def mmedit_cls():
     """The real mmedit 0.16.1 ``ExponentialMovingAverageHook`` (on the real mmcv 1.6.0)."""
     import upstream  # tests/oracle/upstream.py: the torchvision stub and mmcv.runner
     upstream.mmcv_hooks()
-    return _exec('native_mmedit_ema', native_dir() / MMEDIT_FILE).ExponentialMovingAverageHook
+    return load_file('native_mmedit_ema', native_dir() / MMEDIT_FILE).ExponentialMovingAverageHook
 
 
 @lru_cache(maxsize=None)
@@ -83,17 +68,8 @@ def mmagic_average_module():
     pkg.__path__ = []
     reg = types.ModuleType('mmagic.registry')
     reg.MODELS = registry
-    shim = {'mmagic': pkg, 'mmagic.registry': reg}
-    saved = {k: sys.modules.get(k) for k in shim}
-    sys.modules.update(shim)
-    try:
-        return _exec('native_mmagic_average_model', path)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    return exec_with_shim('native_mmagic_average_model', path,
+                          {'mmagic': pkg, 'mmagic.registry': reg})
 
 
 @lru_cache(maxsize=None)
@@ -113,7 +89,7 @@ def mmgen_cls():
     saved = mmcv_runner.HOOKS
     mmcv_runner.HOOKS = private
     try:
-        module = _exec('native_mmgen_ema', path)
+        module = load_file('native_mmgen_ema', path)
     finally:
         mmcv_runner.HOOKS = saved
     return module.ExponentialMovingAverageHook
@@ -123,7 +99,7 @@ def mmgen_cls():
 def mmagic_cls():
     """The real mmagic 1.2.0 ``ExponentialMovingAverageHook`` (on the real mmengine 0.10.7)."""
     import mmengine.runner  # noqa: F401  (the file imports Runner from it)
-    return _exec('native_mmagic_ema', native_dir() / MMAGIC_FILE).ExponentialMovingAverageHook
+    return load_file('native_mmagic_ema', native_dir() / MMAGIC_FILE).ExponentialMovingAverageHook
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,25 +218,6 @@ def train_states(spec: dict, seed: int, n: int) -> List[dict]:
             model.scale.mul_(1.5)
         states.append(full_state(model))
     return states
-
-
-def full_state(module: nn.Module) -> dict:
-    """state_dict plus non-persistent buffers (under ``<name>#np``), detached CPU clones."""
-    out = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    persistent = set(module.state_dict())
-    for name, b in module.named_buffers():
-        if name not in persistent:
-            out[name + '#np'] = b.detach().cpu().clone()
-    return out
-
-
-@torch.no_grad()
-def load_full_state(module: nn.Module, state: dict) -> None:
-    tensors = dict(module.state_dict(keep_vars=True))
-    for name, b in module.named_buffers():
-        tensors.setdefault(name, b)
-    for key, value in state.items():
-        tensors[key[:-3] if key.endswith('#np') else key].copy_(value)
 
 
 def _ema_snapshot(model: Pair) -> dict:

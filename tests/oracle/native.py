@@ -18,7 +18,6 @@ RuntimeError naming what to run when they are not.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import types
@@ -26,12 +25,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional
 
+from upstream import load_file  # tests/oracle/upstream.py (standard library only at import)
+
 MMDET3_FILE = 'mmdet/models/layers/ema.py'
 MMYOLO_FILE = 'mmyolo/models/layers/ema.py'
 _MISSING = object()
 
 
-def _candidates():
+def candidates():
+    """Where the extracted upstream files may be, in order (see the module docstring)."""
     env = os.environ.get('COMPAT_EMA_NATIVE_DIR')
     if env:
         return [Path(env)]
@@ -39,7 +41,7 @@ def _candidates():
 
 
 def _find_dir() -> Optional[Path]:
-    for d in _candidates():
+    for d in candidates():
         if (d / MMDET3_FILE).is_file() and (d / MMYOLO_FILE).is_file():
             return d
     return None
@@ -62,7 +64,7 @@ def native_dir() -> Path:
     if found is None:
         raise RuntimeError(
             f'the mmdet 3.3.0 / mmyolo 0.6.0 ema.py files were not found in '
-            f'{[str(c) for c in _candidates()]}: run `pip download --no-deps -d WHEELS '
+            f'{[str(c) for c in candidates()]}: run `pip download --no-deps -d WHEELS '
             f'mmdet==3.3.0 mmyolo==0.6.0 && python tests/oracle/extract_native.py WHEELS DIR` '
             f'and set COMPAT_EMA_NATIVE_DIR=DIR (tox -e oracle does this)')
     return found
@@ -76,14 +78,13 @@ def _package(name: str, **attrs) -> types.ModuleType:
     return mod
 
 
-def _exec_with_shim(module_name: str, path: Path, shim: Dict[str, types.ModuleType]):
+def exec_with_shim(module_name: str, path: Path, shim: Dict[str, types.ModuleType]):
+    """:func:`upstream.load_file` with the modules of ``shim`` in ``sys.modules`` while the file
+    runs (what was there before is put back, what was not is removed)."""
     saved = {k: sys.modules.get(k, _MISSING) for k in shim}
     sys.modules.update(shim)
     try:
-        spec = importlib.util.spec_from_file_location(module_name, str(path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module = load_file(module_name, path)
     finally:
         for k, v in saved.items():
             if v is _MISSING:
@@ -104,7 +105,7 @@ def mmdet3_module():
     registry = _registry('native_mmdet3')
     shim = {'mmdet': _package('mmdet'),
             'mmdet.registry': _package('mmdet.registry', MODELS=registry)}
-    module = _exec_with_shim('native_mmdet3_ema', native_dir() / MMDET3_FILE, shim)
+    module = exec_with_shim('native_mmdet3_ema', native_dir() / MMDET3_FILE, shim)
     module.REGISTRY = registry
     return module
 
@@ -119,7 +120,7 @@ def mmyolo_module():
             'mmdet.models.layers': _package('mmdet.models.layers', ExpMomentumEMA=base),
             'mmyolo': _package('mmyolo'),
             'mmyolo.registry': _package('mmyolo.registry', MODELS=registry)}
-    module = _exec_with_shim('native_mmyolo_ema', native_dir() / MMYOLO_FILE, shim)
+    module = exec_with_shim('native_mmyolo_ema', native_dir() / MMYOLO_FILE, shim)
     module.REGISTRY = registry
     return module
 

@@ -22,7 +22,9 @@ def _stub_torchvision() -> None:
         sys.modules['torchvision'] = stub
 
 
-def _load_file(name: str, path: Path):
+def load_file(name: str, path: Path):
+    """Execute the Python file ``path`` as module ``name`` (registered in ``sys.modules``), once
+    per process: a second call returns the module already there."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, str(path))
@@ -46,7 +48,7 @@ def mmdet_ema():
     mmcv_hooks()
     spec = importlib.util.find_spec('mmdet')
     path = Path(spec.submodule_search_locations[0]) / 'core' / 'hook' / 'ema.py'
-    return _load_file('mmdet.core.hook.ema', path)
+    return load_file('mmdet.core.hook.ema', path)
 
 
 @lru_cache(maxsize=None)
