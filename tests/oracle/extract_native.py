@@ -74,13 +74,8 @@ def extract(wheel_dir: Path, out_dir: Path) -> list:
                              f'{wheel.split("-")[1]}`')
         with zipfile.ZipFile(path) as zf:
             for member in members:
-                data = zf.read(member)
-                dst = out_dir / member
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_suffix('.tmp')
-                tmp.write_bytes(data)
-                tmp.replace(dst)
-                written.append(dst)
+                _write(out_dir / member, zf.read(member))
+                written.append(out_dir / member)
     return written
 
 
