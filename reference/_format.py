@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -63,6 +63,34 @@ def write_atomic(obj: Dict[str, Any], path: Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_trajectories(out_dir: Path, cases: Iterable[Dict[str, Any]],
+                       record: Callable[[Dict[str, Any]],
+                                        Tuple[Sequence[str], Sequence[Mapping[str, torch.Tensor]]]],
+                       recorded_with: Callable[[], Dict[str, Any]],
+                       environment: Optional[Dict[str, Any]] = None) -> List[Path]:
+    """Record each case at one thread (the count is restored after) and write it.
+
+    ``record(case) -> (labels, snapshots)``; the file is ``<out_dir>/<case name>.pt``, with
+    the case, ``recorded_with()`` (called after the case was recorded) and, when given,
+    ``environment`` in its meta. Returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    written = []
+    try:
+        for case in cases:
+            labels, snaps = record(case)
+            meta = {'case': json.loads(json.dumps(case)), 'recorded_with': recorded_with()}
+            if environment is not None:
+                meta['environment'] = environment
+            written.append(write_atomic(pack_trajectory(labels, snaps, meta),
+                                        out_dir / f"{case['name']}.pt"))
+    finally:
+        torch.set_num_threads(saved)
+    return written
 
 
 # --------------------------------------------------------------------------- environment

@@ -16,7 +16,6 @@ Run through ``reference/generate.py``, or alone:
 """
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / 'tests' / 'oracle'))
 
 import gan_native  # noqa: E402
-from _format import pack_trajectory, write_atomic  # noqa: E402
+from _format import write_trajectories  # noqa: E402
 
 
 def upstream_versions() -> dict:
@@ -39,27 +38,19 @@ def upstream_versions() -> dict:
             'mmedit': '0.16.1', 'mmagic': '1.2.0', 'mmgen': '0.7.3', 'device': 'cpu'}
 
 
+def record(case: dict):
+    """``(labels, snapshots)`` of ``case`` driven through the real hook of its family."""
+    cls = {'mmedit': gan_native.mmedit_cls, 'mmagic': gan_native.mmagic_cls,
+           'mmgen': gan_native.mmgen_cls}[case['family']]()
+    src, aux = gan_native.source(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return gan_native.drive(case, cls, case['family'], src, aux)
+
+
 def main(out_dir: Path) -> List[Path]:
     """Write one golden file per case into ``out_dir``; return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    written = []
-    try:
-        for case in gan_native.golden_cases():
-            cls = {'mmedit': gan_native.mmedit_cls, 'mmagic': gan_native.mmagic_cls,
-                   'mmgen': gan_native.mmgen_cls}[case['family']]()
-            src, aux = gan_native.source(case)
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                labels, snaps = gan_native.drive(case, cls, case['family'], src, aux)
-            meta = {'case': json.loads(json.dumps(case)), 'recorded_with': upstream_versions()}
-            written.append(write_atomic(pack_trajectory(labels, snaps, meta),
-                                        out_dir / f"{case['name']}.pt"))
-    finally:
-        torch.set_num_threads(saved)
-    return written
+    return write_trajectories(out_dir, gan_native.golden_cases(), record, upstream_versions)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ Run through ``reference/generate.py``, or alone:
 """
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -31,8 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / 'tests' / 'oracle'))
 
 import native  # noqa: E402
-from _format import (fingerprint, is_class_child, pack_trajectory, record_per_class,  # noqa: E402
-                     write_atomic)
+from _format import fingerprint, is_class_child, record_per_class, write_trajectories  # noqa: E402
 
 
 def upstream_versions() -> dict:
@@ -56,24 +54,10 @@ def record(case: dict):
 def main(out_dir: Path) -> List[Path]:
     """Write one golden file per case into ``out_dir``; return the paths (every kernel class
     this CPU can run, one child process each: ``_format.record_per_class``)."""
-    out_dir = Path(out_dir)
     if not is_class_child():
         return record_per_class(Path(__file__), out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = fingerprint()
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    written = []
-    try:
-        for case in native.golden_cases():
-            labels, snaps = record(case)
-            meta = {'case': json.loads(json.dumps(case)), 'recorded_with': upstream_versions(),
-                    'environment': env}
-            written.append(write_atomic(pack_trajectory(labels, snaps, meta),
-                                        out_dir / f"{case['name']}.pt"))
-    finally:
-        torch.set_num_threads(saved)
-    return written
+    return write_trajectories(out_dir, native.golden_cases(), record, upstream_versions,
+                              environment=fingerprint())
 
 
 if __name__ == '__main__':
