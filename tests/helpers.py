@@ -1,15 +1,17 @@
 """Small test helpers: a fake runner, tiny models and a float64 reference EMA."""
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from compat_ema.core import kernels
 from compat_ema.core.runner import SimpleRunner
 from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY, lerp_implemented
 
@@ -158,3 +160,15 @@ def ulp_policy(table: Sequence[Tuple[str, dict]], version: str) -> dict:
         if fnmatch.fnmatchcase(version, pattern):
             return ulp
     raise LookupError(version)  # pragma: no cover - the tables end with a '*' row
+
+
+@contextlib.contextmanager
+def fast_path(enabled: bool) -> Iterator[bool]:
+    """Run the block with compat_ema's fast kernels on (``True``) or the faithful loops
+    (``False``); the previous setting is restored afterwards, also on error."""
+    before = kernels.fast_path_enabled()
+    kernels.set_fast_path(enabled)
+    try:
+        yield enabled
+    finally:
+        kernels.set_fast_path(before)

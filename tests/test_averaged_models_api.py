@@ -21,13 +21,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compat_ema.core import kernels
 from compat_ema.legacy import (LegacyExpMomentumEMA, LegacyLinearMomentumEMA, LegacyMMCVEMA,
                                LegacyMMDetEMA)
 from compat_ema.mmdet3 import ExpMomentumEMA as MMDet3EMA
 from compat_ema.mmdet3 import exp_momentum
 from compat_ema.mmengine import ExponentialMovingAverage, MomentumAnnealingEMA, StochasticWeightAverage
 from compat_ema.mmyolo.models.layers.ema import ExpMomentumEMA as MMYoloEMA
+from helpers import fast_path
 
 M = 0.1      # momentum: large enough that every weight formula is far from its neighbours
 GAMMA = 7    # annealing lengths: the weight changes by percents per step
@@ -221,9 +221,7 @@ def test_update_parameters_follows_the_formula(name, update_buffers, fast):
     net = _net()
     ema = _make(name, net, update_buffers)
     assert ema.update_buffers is update_buffers
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         for t in range(n):
             _perturb(net, t)
             ema.update_parameters(net)
@@ -234,8 +232,6 @@ def test_update_parameters_follows_the_formula(name, update_buffers, fast):
                     assert_near(got[k], want, rounds=8 * (t + 1))
                 else:
                     assert int(got[k]) == int(want), (t, k)
-    finally:
-        kernels.set_fast_path(before)
 
 
 @pytest.mark.parametrize('name', sorted(LEGACY))
@@ -270,9 +266,7 @@ def test_update_parameters_calls_an_overridden_avg_func(name, fast):
     net = _net()
     ema = Half(net, interval=1)
     prev = {k: v.detach().double().clone() for k, v in net.named_parameters()}
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         for t in range(3):
             _perturb(net, t)
             ema.update_parameters(net)
@@ -282,8 +276,6 @@ def test_update_parameters_calls_an_overridden_avg_func(name, fast):
                 want = src[k].detach().double() if first_copy else 0.5 * prev[k] + 0.5 * src[k].double()
                 assert_near(p, want)
                 prev[k] = p.detach().double().clone()
-    finally:
-        kernels.set_fast_path(before)
 
 
 # ----------------------------------------------------------------------------- forward

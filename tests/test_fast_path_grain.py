@@ -19,10 +19,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compat_ema.core import batching, kernels, ownership
+from compat_ema.core import batching, ownership
 from compat_ema.mmcv import EMAHook as MmcvEMAHook
 from compat_ema.mmdet.core.hook.ema import ExpMomentumEMAHook
 from compat_ema.mmengine.model.averaged_model import ExponentialMovingAverage, StochasticWeightAverage
+from helpers import fast_path
 
 needs_use_count = pytest.mark.skipif(ownership.USE_COUNT is None,
                                      reason='no storage use counts: the flat buffer never engages')
@@ -66,10 +67,8 @@ def _hook_run(make, fast):
     model = Many()
     hook = make()
     runner = Runner(model)
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
     out = []
-    try:
+    with fast_path(fast):
         hook.before_run(runner)
         for t in range(4):
             _step(model, t)
@@ -78,8 +77,6 @@ def _hook_run(make, fast):
             if t % 2 == 1:
                 hook._swap_ema_parameters()
             out.append(_bits(model.state_dict()))
-    finally:
-        kernels.set_fast_path(before)
     return out, hook
 
 
@@ -127,14 +124,10 @@ def test_chunked_averaged_model_equals_faithful(cls, threads, monkeypatch):
     for fast in (True, False):
         model = Many()
         ema = cls(model) if cls is StochasticWeightAverage else cls(model, momentum=0.3)
-        before = kernels.fast_path_enabled()
-        kernels.set_fast_path(fast)
-        try:
+        with fast_path(fast):
             for t in range(4):
                 _step(model, t)
                 ema.update_parameters(model)
-        finally:
-            kernels.set_fast_path(before)
         runs.append((_bits(ema.module.state_dict()), ema))
     (fast_sd, fast_ema), (faithful_sd, _) = runs
     assert fast_ema._compat_plan['avg_floating']._flat is not None

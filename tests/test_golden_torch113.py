@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compat_ema.core import kernels
 from compat_ema.testing import golden, portable
-from helpers import make_compat_hook, replay_or_upstream_error, ulp_policy
+from helpers import fast_path, make_compat_hook, replay_or_upstream_error, ulp_policy
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -57,15 +56,11 @@ def test_replay_matches_torch113_golden(name, fast, caplog):
     assert json.loads(json.dumps(cases.CASES_BY_NAME[name])) == meta['case'], (
         f'case {name}: reference/cases.py changed since the torch 1.13.1 recording; re-record '
         'with the torch 1.13.1 oracle env (README, "Torch version matrix")')
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger='compat_ema'):
             warnings.simplefilter('ignore')
             got = replay_or_upstream_error(meta['case'],
                                            lambda: cases.drive(meta['case'], make_compat_hook))
-    finally:
-        kernels.set_fast_path(before)
     if got is None:   # this torch cannot run the case; neither can the upstream (helpers)
         return
     classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']

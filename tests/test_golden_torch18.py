@@ -29,10 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compat_ema.core import kernels
 from compat_ema.core.torch_features import lerp_implemented
 from compat_ema.testing import golden, portable
-from helpers import make_compat_hook, replay_or_upstream_error, ulp_policy
+from helpers import fast_path, make_compat_hook, replay_or_upstream_error, ulp_policy
 
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
@@ -61,14 +60,10 @@ def test_replay_matches_torch18_golden(name, fast, caplog):
     assert json.loads(json.dumps(cases.CASES_BY_NAME[name])) == meta['case'], (
         f'case {name}: reference/cases.py changed since the torch 1.8.1 recording; re-record '
         'with the oracle-torch1.8.1 tox env')
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger='compat_ema'):
             warnings.simplefilter('ignore')
             labels, snaps = cases.drive(meta['case'], make_compat_hook)
-    finally:
-        kernels.set_fast_path(before)
     classes = json.loads((GOLDENS / 'RECORDED.json').read_text())['kernel_classes']
     portable.check_golden(GOLDENS / f'{name}.pt', golden.Trajectory(labels, snaps), 'cpu',
                           ulp=ulp_policy(TORCH18_POLICY, torch.__version__), classes=classes,
@@ -86,9 +81,7 @@ def test_where_upstream_failed_on_torch18(name, fast):
     case = cases.CASES_BY_NAME[name]
     assert json.loads(json.dumps(case)) == record['case']
     assert record['error'] == 'RuntimeError: "lerp_kernel_scalar" not implemented for \'BFloat16\''
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             if lerp_implemented(getattr(torch, case['dtype'])):
@@ -97,8 +90,6 @@ def test_where_upstream_failed_on_torch18(name, fast):
             else:
                 assert replay_or_upstream_error(
                     case, lambda: cases.drive(case, make_compat_hook)) is None
-    finally:
-        kernels.set_fast_path(before)
 
 
 def test_torch18_goldens_cover_every_case():

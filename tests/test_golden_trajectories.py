@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compat_ema.core import kernels
 from compat_ema.testing import golden, portable
-from helpers import make_compat_hook, replay_or_upstream_error
+from helpers import fast_path, make_compat_hook, replay_or_upstream_error
 
 REF = Path(__file__).resolve().parents[1] / 'reference'
 sys.path.insert(0, str(REF))
@@ -50,10 +49,8 @@ def load_case(name: str):
 
 @pytest.fixture(params=[True, False], ids=['foreach', 'faithful'])
 def kernel_path(request):
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(request.param)
-    yield request.param
-    kernels.set_fast_path(before)
+    with fast_path(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize('name', sorted(cases.CASES_BY_NAME))

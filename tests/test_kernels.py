@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from compat_ema.core import batching, flat as flat_mod, kernels, swap
+from helpers import fast_path
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 OPS = ['mul_add_', 'lerp_', 'swa_add_', 'copy_', 'swap_']
@@ -455,9 +456,7 @@ def _snapshot(model, hook):
 
 
 def drive(make_hook, fast, engine, iters=7, per_epoch=3, seed=0, device='cpu'):
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(fast)
-    try:
+    with fast_path(fast):
         torch.manual_seed(seed)
         model = Net().to(device)
         runner = Runner(model)
@@ -495,8 +494,6 @@ def drive(make_hook, fast, engine, iters=7, per_epoch=3, seed=0, device='cpu'):
                     hook.after_train_epoch(runner)
                 snaps.append(_snapshot(model, hook))
         return snaps
-    finally:
-        kernels.set_fast_path(before)
 
 
 def _hooks():

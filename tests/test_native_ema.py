@@ -21,6 +21,7 @@ from compat_ema.mmengine.model import ExponentialMovingAverage
 from compat_ema.mmyolo import ExpMomentumEMA as MMYOLOEMA
 from compat_ema.mmyolo.models.layers.ema import ExpMomentumEMA as MMYOLOMirrorPath
 from compat_ema.registry import MODELS
+from helpers import fast_path
 
 
 class Tiny(nn.Module):
@@ -179,20 +180,15 @@ def test_bad_arguments_raise_naming_them(cls, kw, match):
 
 @pytest.mark.parametrize('cls', [MMDet3EMA, MMYOLOEMA])
 def test_fast_and_faithful_kernels_agree(cls):
-    from compat_ema.core import kernels
     results = []
     for fast in (True, False):
-        before = kernels.fast_path_enabled()
-        kernels.set_fast_path(fast)
-        try:
+        with fast_path(fast):
             model = _model(torch.float32)
             ema = cls(model, momentum=0.01, gamma=5, update_buffers=True)
             for t in range(6):
                 _set(model, t)
                 ema.update_parameters(model)
             results.append({k: v.clone() for k, v in ema.state_dict().items()})
-        finally:
-            kernels.set_fast_path(before)
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import native  # tests/oracle/native.py (torch only at import; tests/conftest.py puts it on the path)
-from compat_ema.core import kernels
 from compat_ema.mmdet3 import ExpMomentumEMA as MMDet3EMA
 from compat_ema.mmengine.hooks import EMAHook
 from compat_ema.mmyolo import ExpMomentumEMA as MMYOLOEMA
 from compat_ema.core.torch_features import lerp_implemented
 from compat_ema.testing import environment, golden, portable
+from helpers import fast_path
 
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
@@ -55,10 +55,8 @@ def replay(case: dict, expected: golden.Trajectory, device: str = 'cpu') -> gold
 
 @pytest.fixture(params=[True, False], ids=['foreach', 'faithful'])
 def kernel_path(request):
-    before = kernels.fast_path_enabled()
-    kernels.set_fast_path(request.param)
-    yield request.param
-    kernels.set_fast_path(before)
+    with fast_path(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
