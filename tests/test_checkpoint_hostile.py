@@ -7,6 +7,7 @@ import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
@@ -34,13 +35,9 @@ def _good():
     return torch_load(MMCV, weights_only=WEIGHTS_ONLY_READS_FLOATS)
 
 
-def _no_output(tmp_path: Path, out: Path) -> None:
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')] == []
-
-
-@pytest.mark.parametrize('how', ['zip', 'legacy', 'bare-pickle'])
-def test_pickle_that_would_run_a_command(tmp_path, capsys, how):
+def _evil_checkpoint(tmp_path: Path, how: str = 'zip') -> Tuple[Path, Path]:
+    """``(file, marker)``: a real mmcv checkpoint whose meta, once unpickled, runs ``touch marker``;
+    saved as ``how``: 'zip' or 'legacy' ``torch.save``, or a 'bare-pickle'."""
     marker = tmp_path / 'PWNED'
     evil = tmp_path / 'evil.pth'
     ck = _good()
@@ -51,6 +48,17 @@ def test_pickle_that_would_run_a_command(tmp_path, capsys, how):
         torch.save(ck, evil, _use_new_zipfile_serialization=False)
     else:
         evil.write_bytes(pickle.dumps(ck, protocol=2))
+    return evil, marker
+
+
+def _no_output(tmp_path: Path, out: Path) -> None:
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')] == []
+
+
+@pytest.mark.parametrize('how', ['zip', 'legacy', 'bare-pickle'])
+def test_pickle_that_would_run_a_command(tmp_path, capsys, how):
+    evil, marker = _evil_checkpoint(tmp_path, how)
     out = tmp_path / 'out.pth'
     with pytest.raises(C.CheckpointError) as err:
         C.load(evil)
@@ -341,12 +349,9 @@ def test_forced_weights_only_env(tmp_path, monkeypatch):
     with pytest.raises(C.UnsafeCheckpointError,
                        match='TORCH_FORCE_WEIGHTS_ONLY_LOAD.*HistoryBuffer'):
         C.load(REF / 'mmengine_epoch_ema.pth')
-    marker = tmp_path / 'PWNED'
-    ck = _good()
-    ck['meta']['payload'] = _RunsCommand(marker)
-    torch.save(ck, tmp_path / 'evil.pth')
+    evil, marker = _evil_checkpoint(tmp_path)
     with pytest.raises(C.UnsafeCheckpointError, match='system'):
-        C.load(tmp_path / 'evil.pth')
+        C.load(evil)
     assert not marker.exists()
 
 
@@ -358,12 +363,9 @@ def test_forced_weights_only_env_means_nothing_without_weights_only(tmp_path, mo
     monkeypatch.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '1')
     assert list(C.load(MMCV)) == ['meta', 'state_dict', 'optimizer']
     assert 'message_hub' in C.load(REF / 'mmengine_epoch_ema.pth')
-    marker = tmp_path / 'PWNED'
-    ck = _good()
-    ck['meta']['payload'] = _RunsCommand(marker)
-    torch.save(ck, tmp_path / 'evil.pth')
+    evil, marker = _evil_checkpoint(tmp_path)
     with pytest.raises(C.UnsafeCheckpointError, match='refused to load .*system'):
-        C.load(tmp_path / 'evil.pth')
+        C.load(evil)
     assert not marker.exists()
 
 
