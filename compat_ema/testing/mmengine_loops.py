@@ -31,7 +31,7 @@ class _TrainLoop(_BaseLoop):
 
     def __init__(self, runner, dataloader, val_begin: int, val_interval: int):
         super().__init__(runner, dataloader)
-        self._max_epochs = 0
+        self._max_epochs = 0   # both set by each loop from its own arguments
         self._max_iters = 0
         self._epoch = 0
         self._iter = 0
