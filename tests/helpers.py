@@ -1,4 +1,5 @@
-"""Small test helpers: a fake runner, tiny models and a float64 reference EMA."""
+"""Small test helpers: a fake runner, tiny models, a float64 reference EMA, the kernel-path switch
+and what the golden replays share (the compat_ema hook of a case, the ULP policy lookup)."""
 from __future__ import annotations
 
 import contextlib
