@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
