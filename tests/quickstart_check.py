@@ -1,7 +1,8 @@
 """The Quickstart's first command must reach a user without a single warning line.
 
-``python tests/quickstart_check.py DIR`` runs ``compat-ema demo --out DIR/demo`` with the
-interpreter's default warning filters plus ``PYTHONWARNINGS=default`` (every warning shown once)
+``python tests/quickstart_check.py DIR`` runs ``compat-ema demo --out DIR/demo`` with
+``PYTHONWARNINGS=default`` (every warning shown once; ResourceWarning stays hidden, as it is
+from every user)
 and exits 1, listing them, if any line of its output is a warning. ``tox -e quickstart`` runs it
 in a fresh venv that holds only compat_ema's runtime dependencies (what
 ``python -m pip install torch==2.13.0 .`` installs); ``tests/test_quickstart.py`` runs it in the
@@ -28,7 +29,10 @@ def demo_command() -> List[str]:
 def warning_lines(argv: List[str], cwd: str) -> List[str]:
     """Run ``argv`` in ``cwd``; return its output lines that are (or carry) warnings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHONWARNINGS')}
-    env['PYTHONWARNINGS'] = 'default'
+    # every warning once, DeprecationWarnings included (stricter than a user's interpreter),
+    # except ResourceWarning, which Python never shows by default: torch 2.6's SGD imports
+    # torch._dynamo, whose torch.distributed.nn leaves a TemporaryDirectory to its finalizer
+    env['PYTHONWARNINGS'] = 'default,ignore::ResourceWarning'
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'{argv} exited {proc.returncode}:\n{proc.stderr[-2000:]}')

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from quickstart_check import demo_command, warning_lines
 
@@ -34,6 +35,11 @@ def test_torch_warns_without_numpy():
     proc = subprocess.run([sys.executable, '-W', 'default', '-c',
                            "import sys; sys.modules['numpy'] = None; import torch"],
                           capture_output=True, text=True, timeout=300)
+    if torch.__version__.startswith('1.13.'):
+        # measured: torch 1.13 imports silently without numpy (it warns only when a tensor
+        # meets numpy); every other torch of the matrix warns or fails at import
+        assert proc.returncode == 0 and 'warn' not in proc.stderr.lower(), proc.stderr
+        return
     # torch 1.8 does not even import without it (ImportError: numpy.core.multiarray failed to import)
     assert 'Failed to initialize NumPy' in proc.stderr or (
         'numpy.core.multiarray failed to import' in proc.stderr and proc.returncode != 0)
