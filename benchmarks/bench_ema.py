@@ -46,7 +46,6 @@ import argparse
 import atexit
 import contextlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -262,9 +261,15 @@ def measure_model(model_name: str, device: str, repeat: int, works: List[str], u
     flat_a = torch.randn(n_params, device=device)
     flat_b = torch.randn(n_params, device=device)
     floor = time_round_robin({'floor': lambda: flat_a.add_(flat_b)}, repeat, device)['floor']
+    # what reading the sources alone costs when they are separate tensors: one ``cat`` of
+    # every parameter into a flat buffer (a lower bound of any update that reads them all)
+    srcs = [p.detach().reshape(-1) for p in base.parameters()]
+    gather = time_round_robin({'gather': lambda: torch.cat(srcs, out=flat_b)}, repeat, device)['gather']
     rows = {}
     for work in works:
-        calls = {}
+        # the floor runs in the same round-robin as the implementations, so each row's
+        # compat/floor ratio compares calls made under the same cache and load conditions
+        calls = {'floor': lambda: flat_a.add_(flat_b)}
         for label, classes, fast in impls:
             model = MODELS[model_name](device)
             with warnings.catch_warnings():
@@ -275,7 +280,7 @@ def measure_model(model_name: str, device: str, repeat: int, works: List[str], u
             warnings.simplefilter('ignore')
             rows[work] = time_round_robin(calls, repeat, device)
         del calls
-    return dict(model=model_name, tensors=n_tensors, params=n_params, floor_ms=floor, rows=rows)
+    return dict(model=model_name, tensors=n_tensors, params=n_params, floor_ms=floor, gather_ms=gather, rows=rows)
 
 
 # ----------------------------------------------------------------------------- load
@@ -474,17 +479,24 @@ def report(results: List[dict], meta: dict) -> str:
         lines.append(f"### {res['model']} ({res['tensors']} tensors, {res['params']:,} floats; "
                      f"load average {res.get('loadavg', 'n/a')})")
         lines.append('')
-        lines.append(f"floor (one flat in-place add_, 2 reads + 1 write): {res['floor_ms']:.3f} ms")
+        lines.append(f"floor (one flat in-place add_ over as many elements, 2 reads + 1 write), "
+                     f"alone: {res['floor_ms']:.3f} ms; in each row it runs in the same round-robin")
+        if 'gather_ms' in res:
+            lines.append('')
+            lines.append(f"gather (one `cat` of every parameter into a flat buffer: reading the "
+                         f"sources alone), alone: {res['gather_ms']:.3f} ms = "
+                         f"{fmt_ratio(res['gather_ms'], res['floor_ms'])} the floor")
         lines.append('')
-        lines.append('| work | upstream ms | compat fast ms | compat faithful ms | '
+        lines.append('| work | upstream ms | compat fast ms | compat faithful ms | floor ms | '
                      'upstream/compat fast | compat fast/floor |')
-        lines.append('|---|---|---|---|---|---|')
+        lines.append('|---|---|---|---|---|---|---|')
         for work, row in res['rows'].items():
             upv = row.get('upstream')
             fast = row['compat fast']
+            floor = row.get('floor', res['floor_ms'])
             lines.append(f"| {work} | {'n/a' if upv is None else f'{upv:.3f}'} | {fast:.3f} | "
-                         f"{row['compat faithful']:.3f} | {fmt_ratio(upv, fast)} | "
-                         f"{fmt_ratio(fast, res['floor_ms'])} |")
+                         f"{row['compat faithful']:.3f} | {floor:.3f} | {fmt_ratio(upv, fast)} | "
+                         f"{fmt_ratio(fast, floor)} |")
         mem = res.get('memory')
         if mem:
             lines.append('')

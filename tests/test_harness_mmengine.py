@@ -99,7 +99,9 @@ def test_load_before_model_and_resume_restores_counters_c7(tmp_path):
 
 
 def test_every_entry_point_fires_before_run_and_rebuilds_ema_c9(tmp_path):
-    r = run_scenario('mmengine', 'epoch', max_epochs=2, hooks=ENG, test=True, work_dir=str(tmp_path))
+    from compat_ema.doctor import EMASetupWarning
+    with pytest.warns(EMASetupWarning, match=r'runner.train\(\) then runner.test\(\)'):
+        r = run_scenario('mmengine', 'epoch', max_epochs=2, hooks=ENG, test=True, work_dir=str(tmp_path))
     assert r.trace.methods('hi').count('before_run') == 2
     test_start = r.trace.where('before_test_epoch', 'hi')[0]
     assert test_start.steps == 0 and test_start.ema_w == test_start.w   # EMA rebuilt from raw

@@ -120,7 +120,7 @@ def test_the_two_recordings_differ_only_where_torch_did():
 
 #: float results (BatchNorm forward/backward) differ between torch releases: the recorded
 #: floats and digests are compared bit for bit on the torch that recorded them; on other
-#: releases (tox envs torch113, torch26) the call structure and integer counters are.
+#: releases (tox envs py311-torch1.13.1, py311-torch2.6.0) the call structure and integer counters are.
 SAME_TORCH = torch.__version__.split('+')[0] == _recorded_torch()
 
 _ROW_INTS = (0, 1, 2, 3, 4, 5, 8, 9, 11)   # rec, method, mode, iter, epoch, inner, nbt, ema_nbt, steps

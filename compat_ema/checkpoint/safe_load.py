@@ -302,14 +302,17 @@ def load(path, trust: bool = False, map_location='cpu', opaque: bool = False,
 
 def load_weights_only(path, map_location='cpu') -> Any:  # path: a path or a binary file
     """``torch.load(path, weights_only=True)`` on every torch: torch's own weights-only
-    unpickler where it has one (>= 1.13), else compat_ema's restricted one with torch's
-    allowlist and nothing else (no OpenMMLab stand-ins). Anything else in the file raises
-    :class:`UnsafeCheckpointError` before it is called; torch's own errors pass through."""
+    unpickler where it has one that reads Python floats (torch >= 2.0), else compat_ema's
+    restricted one with torch's allowlist and nothing else (no OpenMMLab stand-ins): on
+    torch < 1.13, which has no weights-only loading, and on torch 1.13, whose weights-only
+    unpickler refuses any float (an optimizer ``lr``, a ``meta`` entry). Anything outside
+    the allowlist raises :class:`UnsafeCheckpointError` before it is called; torch's own
+    errors pass through."""
     source = path if hasattr(path, 'read') else str(path)   # a path or an open binary file
-    if _features.LOAD_WEIGHTS_ONLY:
+    if _features.weights_only_reads_floats():
         return torch.load(source, map_location=map_location, weights_only=True)
     module = _make_pickle_module(False, [], standins=False)
-    if not _features.load_honours_pickle_module():  # pragma: no cover - not on torch < 1.13
+    if not _features.load_honours_pickle_module():  # torch 1.13
         return _load_with_module(Path(path), detect_serialization(path), module,
                                  {'map_location': map_location})
     return torch.load(source, map_location=map_location, pickle_module=module)

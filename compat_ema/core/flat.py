@@ -19,7 +19,7 @@ time, while it is in cache.
 from __future__ import annotations
 
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -63,8 +63,8 @@ class FlatSmall:
     the plan.
     """
 
-    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'numels',
-                 'scratch', 'tail_chunks')
+    __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'gathered',
+                 'numels', 'scratch', 'tail_chunks', 'swap_memo')
 
     def __init__(self, pairs):
         self.flats: List[Tensor] = []
@@ -109,8 +109,13 @@ class FlatSmall:
         self.scratch = torch.empty(max([v.nbytes for _, _, v in planned], default=0), dtype=torch.uint8)
         self.gathers = [(s_batch, d_batch, view, self.scratch[:view.nbytes].view(view.dtype))
                         for s_batch, d_batch, view in planned]
-        self.numels = [list(map(_NUMEL, g[0])) for g in self.gathers]
+        #: every gathered source, in order, and its size when the plan was made
+        self.gathered = [t for g in self.gathers for t in g[0]]
+        self.numels = list(map(_NUMEL, self.gathered))
         self.ptrs = list(map(_DATA_PTR, self.dst))
+        #: the last batch selection of :func:`~compat_ema.core.swap.swap_` and the identities
+        #: of the two lists it was made for
+        self.swap_memo: Optional[tuple] = None
         rest = [i for i in range(len(pairs.dst)) if i not in picked]
         self.rest_groups = list(groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values())
         self.rest = [b for e_list, s_list in self.rest_groups for b in batches(e_list, s_list)]
@@ -119,8 +124,7 @@ class FlatSmall:
         """Every adopted destination still lives where it was put and every gathered
         source still has its size (a source that changed shape otherwise makes
         ``cat`` or ``add_`` fail, as upstream's ``add_`` does)."""
-        return list(map(_DATA_PTR, self.dst)) == self.ptrs and all(
-            list(map(_NUMEL, g[0])) == numels for g, numels in zip(self.gathers, self.numels))
+        return list(map(_DATA_PTR, self.dst)) == self.ptrs and list(map(_NUMEL, self.gathered)) == self.numels
 
     def mul_add_(self, keep: float, momentum: float) -> None:
         for s_batch, _, view, scratch in self.gathers:

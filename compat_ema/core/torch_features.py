@@ -11,6 +11,9 @@ probe                   torch       used by / fallback
 LOAD_WEIGHTS_ONLY       >= 1.13     golden and checkpoint reading: compat_ema's own
                                     restricted unpickler (also runs no pickled code)
 LOAD_MMAP               >= 2.1      ``compat-ema inspect --mmap``: a plain load
+weights_only_reads_     >= 2.0      ``load_weights_only`` (goldens, trusted reads): torch 1.13's
+floats                              weights-only unpickler refuses Python floats, so the
+                                    restricted unpickler (torch's allowlist) reads there
 LOAD_HONOURS_PICKLE     >= 2.0      safe loader: torch 1.13 (only) replaces a custom
 _MODULE                             ``pickle_module`` by ``pickle``; the restricted module is
                                     then handed to torch's internal readers
@@ -48,7 +51,8 @@ from typing import Any, List
 import torch
 
 __all__ = ['LOAD_WEIGHTS_ONLY', 'LOAD_MMAP', 'UNTYPED_STORAGE', 'STORAGE_USE_COUNT',
-           'FOREACH_LERP', 'FOREACH_COPY', 'load_honours_pickle_module', 'storage_of',
+           'FOREACH_LERP', 'FOREACH_COPY', 'load_honours_pickle_module', 'weights_only_reads_floats',
+           'storage_of',
            'storage_nbytes', 'is_cpu', 'bits_view', 'lerp_implemented', 'get_submodule',
            'save_byte_stable', 'describe']
 
@@ -141,6 +145,23 @@ def load_honours_pickle_module() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def weights_only_reads_floats() -> bool:
+    """Whether torch's weights-only unpickler reads a Python float (a behaviour probe: torch
+    1.13's has no ``BINFLOAT`` opcode, "Unsupported operand 71", so any checkpoint holding
+    an optimizer ``lr`` or a float in ``meta`` fails there). False where torch has no
+    weights-only loading at all. Saves and loads one float in memory; cached."""
+    if not LOAD_WEIGHTS_ONLY:
+        return False
+    buf = io.BytesIO()
+    torch.save({'lr': 0.5}, buf)
+    buf.seek(0)
+    try:
+        return torch.load(buf, map_location='cpu', weights_only=True) == {'lr': 0.5}
+    except Exception:  # noqa: BLE001 - torch 1.13 raises UnpicklingError
+        return False
+
+
+@functools.lru_cache(maxsize=None)
 def lerp_implemented(dtype: torch.dtype, device: str = 'cpu') -> bool:
     """Whether ``Tensor.lerp_(other, float)`` runs for ``dtype`` on ``device`` (a behaviour
     probe on two elements; cached). Where it does not, the real mmengine
@@ -186,6 +207,7 @@ def describe() -> dict:
     """Every probe's answer (``compat-ema doctor`` and bug reports)."""
     return {'torch': torch.__version__, 'load_weights_only': LOAD_WEIGHTS_ONLY,
             'load_mmap': LOAD_MMAP, 'load_honours_pickle_module': load_honours_pickle_module(),
+            'weights_only_reads_floats': weights_only_reads_floats(),
             'untyped_storage': UNTYPED_STORAGE,
             'storage_use_count': STORAGE_USE_COUNT is not None,
             'foreach_lerp': FOREACH_LERP, 'foreach_copy': FOREACH_COPY,

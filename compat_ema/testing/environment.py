@@ -77,6 +77,8 @@ def effective_capability() -> str:
     """
     try:
         cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+        # the scalar kernels' name: 'DEFAULT' in most releases, 'NO AVX' in some (torch 2.6)
+        cap = 'DEFAULT' if cap == 'NO AVX' else cap
     except (AttributeError, RuntimeError):  # torch < 2.0
         cap = 'AVX2' if 'avx2' in torch.__config__.show().lower() else 'DEFAULT'
         env = os.environ.get('ATEN_CPU_CAPABILITY', '').upper()
