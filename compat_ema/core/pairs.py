@@ -89,15 +89,15 @@ class TensorPairs:
             return None
         return self._flat
 
-    def _after_flat(self, flat_op: Callable[..., None], *args: float,
+    def _after_flat(self, flat_op: Callable[[FlatSmall], None],
                     grouped: bool = False) -> Sequence[Tuple[List[Tensor], ...]]:
-        """Run ``flat_op(flat, *args)`` on the flat buffer, when there is one; return the
+        """Run ``flat_op(flat)`` on the flat buffer, when there is one; return the
         ``(dst list, src list)`` pairs left for foreach: the cache-sized batches, or the
         (device, dtype) groups when ``grouped``."""
         flat = self._flat_plan()
         if flat is None:
             return self.groups if grouped else self.batches
-        flat_op(flat, *args)
+        flat_op(flat)
         return flat.rest_groups if grouped else flat.rest
 
     def mul_add_(self, momentum: float, fast: Optional[bool] = None) -> None:
@@ -109,7 +109,7 @@ class TensorPairs:
                     e.mul_(keep).add_(s, alpha=momentum)
                 return
             # cache-sized batches: each batch's ema is still in cache for add_
-            for e_list, s_list in self._after_flat(FlatSmall.mul_add_, keep, momentum):
+            for e_list, s_list in self._after_flat(lambda flat: flat.mul_add_(keep, momentum)):
                 if any(e.dtype in REDUCED for e in e_list):
                     # foreach mul_ by a Python scalar rounds the scalar to the
                     # tensor's dtype for these (measured, CPU); the loop does not.
@@ -126,7 +126,7 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.lerp_(s, weight)
                 return
-            for a_list, s_list in self._after_flat(FlatSmall.lerp_, weight, grouped=True):
+            for a_list, s_list in self._after_flat(lambda flat: flat.lerp_(weight), grouped=True):
                 torch._foreach_lerp_(a_list, s_list, weight)
 
     def swa_add_(self, alpha: float, fast: Optional[bool] = None) -> None:
@@ -136,7 +136,7 @@ class TensorPairs:
                 for a, s in zip(self.dst, self.src):
                     a.add_(s - a, alpha=alpha)
                 return
-            for a_list, s_list in self._after_flat(FlatSmall.swa_add_, alpha):
+            for a_list, s_list in self._after_flat(lambda flat: flat.swa_add_(alpha)):
                 diff = torch._foreach_sub(s_list, a_list)
                 torch._foreach_add_(a_list, diff, alpha=alpha)
 
