@@ -177,48 +177,6 @@ def test_flat_swap_batches_really_run(monkeypatch):
     assert not calls
 
 
-@needs_flat
-def test_swap_selection_memo_follows_the_lists_it_was_made_for():
-    """The batch selection of a swap is reused only for the very same objects in the same
-    places: swapping with a list that holds another source object (or the pairs reversed) must
-    re-select, and every swap still equals upstream's loop."""
-    g = torch.Generator().manual_seed(3)
-    params = [nn.Parameter(torch.randn(n, generator=g)) for n in (3, 17, 64, 5)]
-    ema = [torch.randn(p.shape, generator=g) for p in params]
-    ref_p = [p.detach().clone() for p in params]
-    ref_e = [e.clone() for e in ema]
-    pairs = kernels.TensorPairs(ema, params).flatten_small_destinations()
-    pairs.mul_add_(0.25)
-    for rp, re_ in zip(ref_p, ref_e):
-        re_.mul_(0.75).add_(rp, alpha=0.25)
-
-    def check():
-        for a, b in zip(params + ema, ref_p + ref_e):
-            assert torch.equal(a.detach(), b)
-
-    kernels.swap_(params, ema, pairs=pairs)
-    ref_p, ref_e = ref_e, ref_p
-    check()
-    memo = pairs._flat.swap_memo
-    assert memo is not None and memo[1]
-    kernels.swap_(params, ema, pairs=pairs)  # same lists: the memo is used
-    ref_p, ref_e = ref_e, ref_p
-    check()
-    assert pairs._flat.swap_memo is memo
-    # a list holding a different object at one place: no batch containing it may be chosen
-    stranger = nn.Parameter(torch.randn(17, generator=g))
-    ref_s = stranger.detach().clone()
-    others = [params[0], stranger, params[2], params[3]]
-    kernels.swap_(others, ema, pairs=pairs)
-    assert pairs._flat.swap_memo is not memo
-    ref_e[1], ref_s = ref_s, ref_e[1]
-    ref_p[0], ref_e[0] = ref_e[0], ref_p[0]
-    ref_p[2], ref_e[2] = ref_e[2], ref_p[2]
-    ref_p[3], ref_e[3] = ref_e[3], ref_p[3]
-    check()
-    assert torch.equal(stranger.detach(), ref_s)
-
-
 @pytest.mark.parametrize('batched', [False, True])
 def test_batched_copy_swap_with_overlap_keeps_upstream_order(batched, monkeypatch):
     """Views of one buffer listed in different pairs: the ordered loop, as upstream."""

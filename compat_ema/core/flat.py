@@ -19,7 +19,7 @@ time, while it is in cache.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ class FlatSmall:
     """
 
     __slots__ = ('flats', 'dst', 'src', 'ptrs', 'rest', 'rest_groups', 'gathers', 'tail', 'gathered',
-                 'numels', 'scratch', 'tail_chunks', 'swap_memo')
+                 'numels', 'scratch', 'tail_chunks')
 
     def __init__(self, pairs):
         self.flats: List[Tensor] = []
@@ -113,9 +113,6 @@ class FlatSmall:
         self.gathered = [t for g in self.gathers for t in g[0]]
         self.numels = list(map(_NUMEL, self.gathered))
         self.ptrs = list(map(_DATA_PTR, self.dst))
-        #: the last batch selection of :func:`~compat_ema.core.swap.swap_` and the identities
-        #: of the two lists it was made for
-        self.swap_memo: Optional[tuple] = None
         rest = [i for i in range(len(pairs.dst)) if i not in picked]
         self.rest_groups = list(groups([pairs.dst[i] for i in rest], [pairs.src[i] for i in rest]).values())
         self.rest = [b for e_list, s_list in self.rest_groups for b in batches(e_list, s_list)]

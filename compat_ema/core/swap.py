@@ -147,16 +147,9 @@ def _flat_swap_batches(flat: FlatSmall, xs: List[Tensor], ys: List[Tensor]):
     sources, their pair indices)``. A batch swap gives both sides the other's values, so
     which side the destinations are on does not matter (it only runs when no two
     tensors overlap, where upstream's order cannot matter either)."""
-    key = (tuple(map(id, xs)), tuple(map(id, ys)))
-    memo = flat.swap_memo
-    if memo is not None and memo[0] == key:
-        # the same objects in the same places: the plan holds every tensor of its batches, so
-        # none of them can have been freed and its id reused; only the selection is reused
-        return [(list(map(_DATA, g[0])), g[1], g[2], g[3]) for g in memo[1]], memo[2]
     pos_y = {id(t): i for i, t in enumerate(ys)}
     pos_x = None
     chosen, taken = [], set()
-    picked = []
     for s_batch, d_batch, view, scratch in flat.gathers:
         idx = [pos_y.get(id(d)) for d in d_batch]
         other = xs
@@ -168,9 +161,7 @@ def _flat_swap_batches(flat: FlatSmall, xs: List[Tensor], ys: List[Tensor]):
         if None in idx or not all(other[i] is s for i, s in zip(idx, s_batch)):  # type: ignore[index]
             continue
         chosen.append((list(map(_DATA, s_batch)), d_batch, view, scratch))
-        picked.append((s_batch, d_batch, view, scratch))
         taken.update(idx)
-    flat.swap_memo = (key, picked, taken)
     return chosen, taken
 
 
