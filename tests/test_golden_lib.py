@@ -148,6 +148,9 @@ def test_tolerance_policy_rows():
     assert golden.tolerance_for('2.6.0+cu124', 'cpu').ulp == 0
     assert golden.tolerance_for('1.13.1+cu117', 'cpu').ulp == {'default': 0, 'bfloat16': 2}
     assert golden.tolerance_for('1.13.1+cu117', 'cpu').atol == {'bfloat16': 2 ** -11}
+    for version in ('1.8.1+cu102', '1.10.2+cu102', '1.12.1+cu102'):
+        assert golden.tolerance_for(version, 'cpu').ulp == {'default': 0, 'bfloat16': 2}
+    assert golden.tolerance_for('2.14.1+cu130', 'cpu').ulp == 0
     for version, device in [('2.6.0+cpu', 'cpu'), ('1.13.1', 'cpu'), ('2.13.0+cu126', 'cpu'),
                             ('2.13.0+cu126', 'cuda'), ('2.13.0+cpu', 'cuda:0')]:
         tol = golden.tolerance_for(version, device)
