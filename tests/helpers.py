@@ -69,24 +69,6 @@ def torch_load(f, weights_only: bool = False, **kwargs):
     return torch.load(f, **kwargs)
 
 
-def _weights_only_reads_floats() -> bool:
-    """torch 1.13's weights-only unpickler has no BINFLOAT opcode ("Unsupported operand 71"):
-    any checkpoint holding a Python float (optimizer lr, meta) fails there. Trusted test
-    files are then read with a full unpickle; everything else is unchanged."""
-    import io
-    buf = io.BytesIO()
-    torch.save({'lr': 0.5}, buf)
-    buf.seek(0)
-    try:
-        torch_load(buf, weights_only=True)
-    except Exception:
-        return False
-    return True
-
-
-WEIGHTS_ONLY_READS_FLOATS = _weights_only_reads_floats()
-
-
 def _bn_counts_in_place() -> bool:
     """Whether ``BatchNorm`` counts batches in place (``num_batches_tracked.add_(1)``: torch
     1.12.1 and later) or rebinds the buffer to a new tensor (``self.num_batches_tracked =

@@ -19,7 +19,7 @@ import torch
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
 from compat_ema.core.torch_features import bits_view
-from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
+from helpers import torch_load
 
 pytestmark = pytest.mark.golden  # re-run by .ci/run under other CPU/BLAS/thread settings
 
@@ -137,7 +137,7 @@ def test_legacy_to_mmengine_layout(name, tmp_path):
     assert ck['message_hub'] == {'log_scalars': {}, 'runtime_info': {}, 'resumed_keys': {}}
     assert_identical(raw_load(REF / name)['optimizer'], ck['optimizer'])
     # the real mmengine loads with torch's default weights_only=True: only plain types inside
-    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=True)
 
 
 @pytest.mark.parametrize('name', LEGACY)
@@ -207,7 +207,7 @@ def test_mmengine_to_legacy(name, target, tmp_path):
     else:
         assert (ck['meta']['epoch'], ck['meta']['iter']) == (info['meta_epoch'], info['meta_iter'])
     assert 'message_hub' not in ck
-    torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    torch_load(out, weights_only=True)
 
 
 def test_mmengine_param_keys_explicit_and_round_trip(tmp_path):
@@ -264,7 +264,7 @@ def test_export_ema(name, tmp_path):
             C.export_ema(REF / name, out)
         assert not out.exists()
         return
-    sd = torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    sd = torch_load(out, weights_only=True)
     assert list(sd) == info['model_keys']
     src = raw_load(REF / name)
     if info['generation'] == 'mmengine':
@@ -311,7 +311,7 @@ def test_cli_convert_and_export(tmp_path, capsys):
                 'mmengine']) == 1
     assert 'exists' in capsys.readouterr().err
     assert cli(['export-ema', str(out), str(tmp_path / 'w.pth'), '-q']) == 0
-    w = torch_load(tmp_path / 'w.pth', weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    w = torch_load(tmp_path / 'w.pth', weights_only=True)
     _, ema, _ = legacy_sides('mmdet_epoch_p49_skip1.pth')
     assert bits(w['fc.weight']) == bits(ema['fc.weight'])
 

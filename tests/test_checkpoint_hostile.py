@@ -14,8 +14,8 @@ import torch
 
 from compat_ema import checkpoint as C
 from compat_ema.cli import main as cli
-from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY
-from helpers import WEIGHTS_ONLY_READS_FLOATS, torch_load
+from compat_ema.core.torch_features import LOAD_WEIGHTS_ONLY, weights_only_reads_floats
+from helpers import torch_load
 
 REF = Path(__file__).resolve().parents[1] / 'reference' / 'checkpoints'
 MMCV = REF / 'mmcv_epoch_normal.pth'
@@ -32,7 +32,7 @@ class _RunsCommand:
 
 
 def _good():
-    return torch_load(MMCV, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    return torch_load(MMCV, weights_only=True)
 
 
 def _evil_checkpoint(tmp_path: Path, how: str = 'zip') -> Tuple[Path, Path]:
@@ -156,7 +156,7 @@ def test_shape_mismatch_legacy(tmp_path):
 def test_shape_mismatch_mmengine(tmp_path):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=True)
     ck['ema_state_dict']['module.bn.bias'] = torch.zeros(4)
     torch.save(ck, eng)
     out = tmp_path / 'out.pth'
@@ -195,7 +195,7 @@ def test_orphan_ema_key(tmp_path):
 def test_unexpected_keys_in_ema_state_dict(tmp_path):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=True)
     ck['ema_state_dict']['fc.weight'] = ck['ema_state_dict']['module.fc.weight']
     torch.save(ck, eng)
     with pytest.raises(C.CheckpointError,
@@ -207,7 +207,7 @@ def test_unexpected_keys_in_ema_state_dict(tmp_path):
 def test_non_tensor_values(tmp_path, where):
     eng = tmp_path / 'e.pth'
     C.convert(MMCV, eng, to='mmengine', source_priority='NORMAL')
-    ck = torch_load(eng, weights_only=WEIGHTS_ONLY_READS_FLOATS)
+    ck = torch_load(eng, weights_only=True)
     if where == 'state_dict':
         ck['state_dict']['fc.weight'] = [[0.0] * 4] * 3
         match = r"state_dict\['fc.weight'\] is a list, expected a tensor"
@@ -271,7 +271,7 @@ def test_existing_output_needs_force(tmp_path, capsys):
     assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL']) == 1
     assert out.read_bytes() == b'keep me'
     assert cli(['export-ema', str(MMCV), str(out), '-q', '--source-priority', 'NORMAL', '--force']) == 0
-    assert list(torch_load(out, weights_only=WEIGHTS_ONLY_READS_FLOATS))[0] == 'fc.weight'
+    assert list(torch_load(out, weights_only=True))[0] == 'fc.weight'
 
 
 def test_missing_output_directory(tmp_path):
@@ -336,7 +336,7 @@ def test_random_corruption_gives_checkpoint_errors_only(tmp_path):
             pass
 
 
-@pytest.mark.skipif(not (LOAD_WEIGHTS_ONLY and WEIGHTS_ONLY_READS_FLOATS),
+@pytest.mark.skipif(not weights_only_reads_floats(),
                     reason="this torch's weights-only unpickler cannot read floats (torch 1.13), "
                            "or it has none (torch < 1.13: test_forced_weights_only_env_means_"
                            "nothing_without_weights_only)")
